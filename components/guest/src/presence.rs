@@ -1,0 +1,742 @@
+//! Presence: join with a snapshot, heartbeat with epoch fencing and state patches, leave.
+//!
+//! Costs in store round trips (one `execute` each):
+//! - join: 2 (create + list members, then read the members);
+//! - heartbeat without a patch, or with one that changes nothing: 1;
+//! - heartbeat whose patch changes the state: 2 (refresh + read, then compare-and-set);
+//! - leave: 1; snapshot: 2.
+//!
+//! Liveness: a connection is live while `seen + ttl >= now`. A stale connection is hidden
+//! from snapshots and refuses heartbeats with `UNKNOWN_CONNECTION` even before the reaper
+//! removes it, so the TTL means the same whatever the reaper's timing.
+
+use crate::bindings::roster::hub::events::{self, Event};
+use crate::bindings::roster::hub::store::{Batch, BatchOutcome, Guard, Op};
+use crate::db::{self, BatchBuilder, Replies, score};
+use crate::fail;
+use crate::keys::{self, conn as f};
+use crate::state::{self, State};
+use crate::types::{
+    CallContext, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined,
+    Left, PresenceChange, PresenceEvent, Settings,
+};
+
+/// Fields read back for a snapshot entry, in this order.
+const SNAPSHOT_FIELDS: [&str; 6] = [f::ROOM, f::USER, f::EPOCH, f::STATE, f::SEEN, f::JOINED];
+
+/// How many times a state patch is re-applied when another writer changed the state between
+/// read and write. Only a client racing itself (or the HTTP API) gets here.
+const PATCH_ATTEMPTS: usize = 4;
+
+/// True while a connection last seen at `seen` is live at `now`.
+pub fn is_live(seen: u64, now: u64, ttl_ms: u64) -> bool {
+    seen.saturating_add(ttl_ms) >= now
+}
+
+/// The earliest `seen` a live connection can have at `now` (the heartbeat guard's bound).
+fn live_bound(now: u64, ttl_ms: u64) -> i64 {
+    score(now.saturating_sub(ttl_ms))
+}
+
+/// Checks a join request and returns the canonical initial state text.
+pub fn validate_join(request: &JoinRequest, settings: &Settings) -> Result<String, Failure> {
+    fail::check_id(&request.room_id, "roomId", ErrorCode::InvalidPayload)?;
+    fail::check_id(&request.user_id, "userId", ErrorCode::InvalidPayload)?;
+    let state = match &request.state {
+        None => State::new(),
+        Some(text) => {
+            state::check_size(text, "state", settings.max_state_bytes)?;
+            state::parse_object(text, "state")?
+        }
+    };
+    let text = state::to_text(&state);
+    state::check_size(&text, "state", settings.max_state_bytes)?;
+    Ok(text)
+}
+
+/// Creates the connection, announces `join` and returns the room's snapshot.
+pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> {
+    let state_text = validate_join(&request, &ctx.settings)?;
+    let digest = keys::digest(&request.room_id);
+    let conn_id = keys::conn_id(digest, request.nonce);
+    let conn_key = keys::conn_key(digest, &conn_id);
+    let room_key = keys::room_key(digest);
+    let now = ctx.now;
+    let epoch = now;
+    let lookback = ctx.settings.lookback_ms;
+
+    let create = BatchBuilder::new()
+        .guard(db::absent(&conn_key))
+        .guard(db::size_below(&room_key, ctx.settings.max_room_members))
+        .op(db::hset(
+            &conn_key,
+            vec![
+                (f::ROOM, request.room_id.clone()),
+                (f::USER, request.user_id.clone()),
+                (f::EPOCH, epoch.to_string()),
+                (f::STATE, state_text.clone()),
+                (f::SEEN, now.to_string()),
+                (f::JOINED, now.to_string()),
+                (f::NODE, ctx.node_id.clone()),
+            ],
+        ))
+        .op(db::pexpire(&conn_key, lookback))
+        .op(db::sadd(&room_key, &conn_id))
+        .op(db::pexpire(&room_key, lookback))
+        .op(db::zadd(
+            &keys::expiry_key(keys::bucket(digest)),
+            &conn_id,
+            score(now),
+        ))
+        .op(Op::Smembers(room_key))
+        .build();
+    let replies = match db::applied(db::execute_one(create)?) {
+        Ok(replies) => replies,
+        Err(0) => {
+            return Err(fail::internal(format!(
+                "connection id {conn_id} is taken; join again"
+            )));
+        }
+        Err(_) => {
+            return Err(fail::failure(
+                ErrorCode::Forbidden,
+                format!(
+                    "room {:?} is full: it holds {} connections, the limit",
+                    request.room_id, ctx.settings.max_room_members
+                ),
+            ));
+        }
+    };
+    let mut replies = Replies::new(replies);
+    for _ in 0..5 {
+        replies.skip()?;
+    }
+    let members = replies.members()?;
+
+    events::publish(&Event::Presence(PresenceEvent {
+        change: PresenceChange::Join,
+        room_id: request.room_id.clone(),
+        user_id: request.user_id,
+        conn_id: conn_id.clone(),
+        state: Some(state_text),
+        ts: now,
+        epoch,
+    }));
+
+    let snapshot = read_members(ctx, digest, &request.room_id, &members)?;
+    Ok(Joined {
+        conn_id,
+        epoch,
+        snapshot,
+    })
+}
+
+/// The live connections of a room.
+pub fn snapshot(ctx: &CallContext, room_id: &str) -> Result<Vec<Conn>, Failure> {
+    fail::check_id(room_id, "roomId", ErrorCode::InvalidPayload)?;
+    let digest = keys::digest(room_id);
+    let list = BatchBuilder::new()
+        .op(Op::Smembers(keys::room_key(digest)))
+        .build();
+    let replies = db::applied(db::execute_one(list)?)
+        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
+    let members = Replies::new(replies).members()?;
+    read_members(ctx, digest, room_id, &members)
+}
+
+/// Reads the given members of a room and keeps the live ones, oldest join first.
+fn read_members(
+    ctx: &CallContext,
+    digest: u64,
+    room_id: &str,
+    members: &[String],
+) -> Result<Vec<Conn>, Failure> {
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let read = members
+        .iter()
+        .fold(BatchBuilder::new(), |batch, conn_id| {
+            batch.op(db::hmget(
+                &keys::conn_key(digest, conn_id),
+                &SNAPSHOT_FIELDS,
+            ))
+        })
+        .build();
+    let replies = db::applied(db::execute_one(read)?)
+        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
+    let mut replies = Replies::new(replies);
+    let mut live = Vec::with_capacity(members.len());
+    for conn_id in members {
+        let fields = replies.texts()?;
+        if let Some(conn) = snapshot_entry(ctx, room_id, conn_id, fields) {
+            live.push(conn);
+        }
+    }
+    live.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.conn_id.cmp(&b.1.conn_id)));
+    Ok(live.into_iter().map(|(_, conn)| conn).collect())
+}
+
+/// One snapshot entry from the fields of [`SNAPSHOT_FIELDS`], with its join time for
+/// ordering; none when the connection is gone, stale, or of another room (digest clash).
+fn snapshot_entry(
+    ctx: &CallContext,
+    room_id: &str,
+    conn_id: &str,
+    fields: Vec<Option<String>>,
+) -> Option<(u64, Conn)> {
+    let [room, user, epoch, state, seen, joined]: [Option<String>; 6] = fields.try_into().ok()?;
+    let seen = db::parse_u64(seen.as_deref())?;
+    if room.as_deref() != Some(room_id) || !is_live(seen, ctx.now, ctx.settings.ttl_ms) {
+        return None;
+    }
+    Some((
+        db::parse_u64(joined.as_deref()).unwrap_or(seen),
+        Conn {
+            conn_id: conn_id.to_owned(),
+            user_id: user?,
+            state: state.unwrap_or_else(|| String::from("{}")),
+            epoch: db::parse_u64(epoch.as_deref()).unwrap_or(0),
+            last_seen: seen,
+        },
+    ))
+}
+
+/// A heartbeat that passed validation.
+struct Beat {
+    conn_id: String,
+    digest: u64,
+    epoch: Option<u64>,
+    patch: Option<State>,
+}
+
+impl Beat {
+    fn conn_key(&self) -> String {
+        keys::conn_key(self.digest, &self.conn_id)
+    }
+}
+
+/// Checks a heartbeat before it reaches the store.
+fn validate_heartbeat(request: HeartbeatRequest, settings: &Settings) -> Result<Beat, Failure> {
+    if request.conn_id.is_empty() {
+        return Err(fail::invalid("connId must not be empty"));
+    }
+    let digest = keys::conn_room_digest(&request.conn_id)
+        .ok_or_else(|| fail::unknown_connection(&request.conn_id))?;
+    let patch = match &request.patch_state {
+        None => None,
+        Some(text) => {
+            state::check_size(text, "patchState", settings.max_state_bytes)?;
+            Some(state::parse_object(text, "patchState")?).filter(|patch| !patch.is_empty())
+        }
+    };
+    Ok(Beat {
+        conn_id: request.conn_id,
+        digest,
+        epoch: request.epoch,
+        patch,
+    })
+}
+
+/// Guard indices of the refresh batch.
+const GUARD_EXISTS: u32 = 0;
+const GUARD_LIVE: u32 = 1;
+
+/// The refresh batch: fence, refresh the TTL, and read what the ack (and a patch) needs.
+fn refresh_batch(ctx: &CallContext, beat: &Beat) -> Batch {
+    let conn_key = beat.conn_key();
+    let room_key = keys::room_key(beat.digest);
+    let now = ctx.now;
+    let mut fields = vec![(f::SEEN, now.to_string())];
+    if let Some(epoch) = beat.epoch {
+        fields.push((f::EPOCH, epoch.to_string()));
+    }
+    let reads: &[&str] = if beat.patch.is_some() {
+        &[f::EPOCH, f::STATE, f::ROOM, f::USER]
+    } else {
+        &[f::EPOCH]
+    };
+    BatchBuilder::new()
+        .guard(db::exists(&conn_key))
+        .guard(db::field_at_least(
+            &conn_key,
+            f::SEEN,
+            live_bound(now, ctx.settings.ttl_ms),
+        ))
+        .guard_if(beat.epoch.is_some(), || {
+            db::field_at_most(&conn_key, f::EPOCH, score(beat.epoch.unwrap_or(0)))
+        })
+        .op(db::hset(&conn_key, fields))
+        .op(db::pexpire(&conn_key, ctx.settings.lookback_ms))
+        .op(db::pexpire(&room_key, ctx.settings.lookback_ms))
+        .op(db::zadd(
+            &keys::expiry_key(keys::bucket(beat.digest)),
+            &beat.conn_id,
+            score(now),
+        ))
+        .op(db::hmget(&conn_key, reads))
+        .build()
+}
+
+/// The STALE_EPOCH failure for a beat.
+fn stale(beat: &Beat) -> Failure {
+    fail::failure(
+        ErrorCode::StaleEpoch,
+        format!(
+            "epoch {} is older than the epoch of connection {:?}; nothing was applied",
+            beat.epoch.unwrap_or(0),
+            beat.conn_id
+        ),
+    )
+}
+
+/// What the refresh read back about a connection that is being patched.
+struct Current {
+    epoch: u64,
+    state: Option<String>,
+    room_id: String,
+    user_id: String,
+}
+
+/// The first refresh result of a beat.
+enum Refreshed {
+    Done(HeartbeatOk),
+    Patch(Current),
+}
+
+fn read_refresh(beat: &Beat, outcome: BatchOutcome) -> Result<Refreshed, Failure> {
+    let replies = match db::applied(outcome) {
+        Ok(replies) => replies,
+        Err(GUARD_EXISTS | GUARD_LIVE) => return Err(fail::unknown_connection(&beat.conn_id)),
+        Err(_) => return Err(stale(beat)),
+    };
+    let mut replies = Replies::new(replies);
+    for _ in 0..4 {
+        replies.skip()?;
+    }
+    let mut fields = replies.texts()?.into_iter();
+    let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
+    if beat.patch.is_none() {
+        return Ok(Refreshed::Done(HeartbeatOk {
+            changed: false,
+            epoch,
+        }));
+    }
+    let state = fields.next().flatten();
+    let (Some(room_id), Some(user_id)) = (fields.next().flatten(), fields.next().flatten()) else {
+        return Err(fail::unknown_connection(&beat.conn_id));
+    };
+    Ok(Refreshed::Patch(Current {
+        epoch,
+        state,
+        room_id,
+        user_id,
+    }))
+}
+
+/// Applies a patch to the current state: the new state text when it changes anything.
+pub fn patched_state(
+    current: Option<&str>,
+    patch: &State,
+    settings: &Settings,
+) -> Result<Option<String>, Failure> {
+    let mut state = current
+        .and_then(|text| state::parse_object(text, "state").ok())
+        .unwrap_or_default();
+    if !state::merge(&mut state, patch.clone()) {
+        return Ok(None);
+    }
+    let text = state::to_text(&state);
+    state::check_size(
+        &text,
+        "the state after patchState",
+        settings.max_state_bytes,
+    )?;
+    Ok(Some(text))
+}
+
+/// Guard index of the compare-and-set batch that fences the epoch.
+const CAS_GUARD_EPOCH: u32 = 1;
+
+/// The compare-and-set that writes a patched state if nobody changed it meanwhile.
+fn cas_batch(beat: &Beat, current: &Current, next: &str) -> Batch {
+    let conn_key = beat.conn_key();
+    BatchBuilder::new()
+        .guard(db::field_is(&conn_key, f::STATE, current.state.as_deref()))
+        .guard_if(beat.epoch.is_some(), || {
+            db::field_at_most(&conn_key, f::EPOCH, score(beat.epoch.unwrap_or(0)))
+        })
+        .op(db::hset(&conn_key, vec![(f::STATE, next.to_owned())]))
+        .build()
+}
+
+/// Heartbeats, each independent: validation and store failures are per request.
+pub fn heartbeat(
+    ctx: &CallContext,
+    requests: Vec<HeartbeatRequest>,
+) -> Vec<Result<HeartbeatOk, Failure>> {
+    let mut results: Vec<Option<Result<HeartbeatOk, Failure>>> = Vec::with_capacity(requests.len());
+    let mut beats = Vec::with_capacity(requests.len());
+    for request in requests {
+        match validate_heartbeat(request, &ctx.settings) {
+            Ok(beat) => {
+                beats.push((results.len(), beat));
+                results.push(None);
+            }
+            Err(failure) => results.push(Some(Err(failure))),
+        }
+    }
+
+    let refreshes: Vec<Batch> = beats
+        .iter()
+        .map(|(_, beat)| refresh_batch(ctx, beat))
+        .collect();
+    match db::execute(&refreshes) {
+        Err(failure) => {
+            for (index, _) in &beats {
+                results[*index] = Some(Err(failure.clone()));
+            }
+        }
+        Ok(outcomes) => {
+            // Patches that change the state get one batched compare-and-set; the rare
+            // losers of a race retry on their own.
+            let mut patches = Vec::new();
+            for ((index, beat), outcome) in beats.into_iter().zip(outcomes) {
+                match read_refresh(&beat, outcome) {
+                    Ok(Refreshed::Done(ok)) => results[index] = Some(Ok(ok)),
+                    Ok(Refreshed::Patch(current)) => patches.push((index, beat, current)),
+                    Err(failure) => results[index] = Some(Err(failure)),
+                }
+            }
+            for (index, result) in apply_patches(ctx, patches) {
+                results[index] = Some(result);
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(fail::internal("a heartbeat got no result"))))
+        .collect()
+}
+
+/// Applies the patches of refreshed beats: one batched compare-and-set, then retries.
+fn apply_patches(
+    ctx: &CallContext,
+    patches: Vec<(usize, Beat, Current)>,
+) -> Vec<(usize, Result<HeartbeatOk, Failure>)> {
+    let mut done = Vec::with_capacity(patches.len());
+    let mut writes = Vec::new();
+    for (index, beat, current) in patches {
+        let Some(patch) = beat.patch.as_ref() else {
+            continue;
+        };
+        match patched_state(current.state.as_deref(), patch, &ctx.settings) {
+            Ok(None) => done.push((
+                index,
+                Ok(HeartbeatOk {
+                    changed: false,
+                    epoch: current.epoch,
+                }),
+            )),
+            Ok(Some(next)) => writes.push((index, beat, current, next)),
+            Err(failure) => done.push((index, Err(failure))),
+        }
+    }
+    let batches: Vec<Batch> = writes
+        .iter()
+        .map(|(_, beat, current, next)| cas_batch(beat, current, next))
+        .collect();
+    match db::execute(&batches) {
+        Err(failure) => done.extend(
+            writes
+                .into_iter()
+                .map(|(index, ..)| (index, Err(failure.clone()))),
+        ),
+        Ok(outcomes) => {
+            for ((index, beat, current, next), outcome) in writes.into_iter().zip(outcomes) {
+                let result = match db::applied(outcome) {
+                    Ok(_) => Ok(announce_update(ctx, &beat, &current, next)),
+                    Err(CAS_GUARD_EPOCH) => Err(stale(&beat)),
+                    Err(_) => retry_patch(ctx, &beat),
+                };
+                done.push((index, result));
+            }
+        }
+    }
+    done
+}
+
+/// Re-reads and re-applies one patch after losing a race, a few times.
+fn retry_patch(ctx: &CallContext, beat: &Beat) -> Result<HeartbeatOk, Failure> {
+    let Some(patch) = beat.patch.as_ref() else {
+        return Err(fail::internal("retrying a heartbeat without a patch"));
+    };
+    let conn_key = beat.conn_key();
+    for _ in 1..PATCH_ATTEMPTS {
+        let read = BatchBuilder::new()
+            .op(db::hmget(
+                &conn_key,
+                &[f::EPOCH, f::STATE, f::ROOM, f::USER],
+            ))
+            .build();
+        let replies = db::applied(db::execute_one(read)?)
+            .map_err(|_| fail::internal("an unguarded batch was refused"))?;
+        let mut fields = Replies::new(replies).texts()?.into_iter();
+        let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
+        let state = fields.next().flatten();
+        let (Some(room_id), Some(user_id)) = (fields.next().flatten(), fields.next().flatten())
+        else {
+            return Err(fail::unknown_connection(&beat.conn_id));
+        };
+        if beat.epoch.is_some_and(|given| given < epoch) {
+            return Err(stale(beat));
+        }
+        let current = Current {
+            epoch,
+            state,
+            room_id,
+            user_id,
+        };
+        let Some(next) = patched_state(current.state.as_deref(), patch, &ctx.settings)? else {
+            return Ok(HeartbeatOk {
+                changed: false,
+                epoch,
+            });
+        };
+        match db::applied(db::execute_one(cas_batch(beat, &current, &next))?) {
+            Ok(_) => return Ok(announce_update(ctx, beat, &current, next)),
+            Err(CAS_GUARD_EPOCH) => return Err(stale(beat)),
+            Err(_) => {}
+        }
+    }
+    Err(fail::failure(
+        ErrorCode::StaleEpoch,
+        format!(
+            "the state of connection {:?} kept changing under this patch; nothing was applied",
+            beat.conn_id
+        ),
+    ))
+}
+
+/// Publishes the `update` of a written patch and builds the ack.
+fn announce_update(
+    ctx: &CallContext,
+    beat: &Beat,
+    current: &Current,
+    state: String,
+) -> HeartbeatOk {
+    let epoch = beat
+        .epoch
+        .map_or(current.epoch, |given| given.max(current.epoch));
+    events::publish(&Event::Presence(PresenceEvent {
+        change: PresenceChange::Update,
+        room_id: current.room_id.clone(),
+        user_id: current.user_id.clone(),
+        conn_id: beat.conn_id.clone(),
+        state: Some(state),
+        ts: ctx.now,
+        epoch,
+    }));
+    HeartbeatOk {
+        changed: true,
+        epoch,
+    }
+}
+
+/// Removes a connection and announces `leave`.
+pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
+    if conn_id.is_empty() {
+        return Err(fail::invalid("connId must not be empty"));
+    }
+    let digest =
+        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
+    let guard = db::exists(&keys::conn_key(digest, conn_id));
+    let outcome = db::execute_one(removal_batch(digest, conn_id, guard))?;
+    let replies = db::applied(outcome).map_err(|_| fail::unknown_connection(conn_id))?;
+    announce_leave(ctx, conn_id, replies)?.ok_or_else(|| fail::unknown_connection(conn_id))
+}
+
+/// The batch that removes a connection everywhere, if `guard` holds, reading first what its
+/// `leave` needs. Shared by leave and the reaper.
+pub fn removal_batch(digest: u64, conn_id: &str, guard: Guard) -> Batch {
+    let conn_key = keys::conn_key(digest, conn_id);
+    BatchBuilder::new()
+        .guard(guard)
+        .op(db::hmget(&conn_key, &[f::ROOM, f::USER, f::EPOCH]))
+        .op(Op::Del(conn_key))
+        .op(db::srem(&keys::room_key(digest), conn_id))
+        .op(db::zrem(&keys::expiry_key(keys::bucket(digest)), conn_id))
+        .build()
+}
+
+/// Publishes the `leave` of an applied [`removal_batch`]; none when the record was already
+/// incomplete (nothing to announce).
+pub fn announce_leave(
+    ctx: &CallContext,
+    conn_id: &str,
+    replies: Vec<crate::bindings::roster::hub::store::Reply>,
+) -> Result<Option<Left>, Failure> {
+    let mut fields = Replies::new(replies).texts()?.into_iter();
+    let (Some(room_id), Some(user_id)) = (fields.next().flatten(), fields.next().flatten()) else {
+        return Ok(None);
+    };
+    let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
+    events::publish(&Event::Presence(PresenceEvent {
+        change: PresenceChange::Leave,
+        room_id: room_id.clone(),
+        user_id: user_id.clone(),
+        conn_id: conn_id.to_owned(),
+        state: None,
+        ts: ctx.now,
+        epoch,
+    }));
+    Ok(Some(Left {
+        room_id,
+        user_id,
+        conn_id: conn_id.to_owned(),
+        epoch,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            ttl_ms: 30_000,
+            lookback_ms: 60_000,
+            max_state_bytes: 64,
+            max_room_members: 10,
+            max_metadata_items: 8,
+            max_metadata_bytes: 256,
+            default_lock_ttl_ms: 30_000,
+            max_lock_ttl_ms: 60_000,
+        }
+    }
+
+    fn join_request(state: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            room_id: "lobby".into(),
+            user_id: "ada".into(),
+            state: state.map(str::to_owned),
+            nonce: 1,
+        }
+    }
+
+    fn ctx() -> CallContext {
+        CallContext {
+            now: 100_000,
+            node_id: "n1".into(),
+            settings: settings(),
+        }
+    }
+
+    /// A join without state starts with `{}`; a state is canonicalised; non-objects and
+    /// oversize states are refused with their codes.
+    #[test]
+    fn join_validation() {
+        let s = settings();
+        assert_eq!(validate_join(&join_request(None), &s).unwrap(), "{}");
+        assert_eq!(
+            validate_join(&join_request(Some(r#"{ "a" : 1 }"#)), &s).unwrap(),
+            r#"{"a":1}"#
+        );
+        let err = validate_join(&join_request(Some("[1]")), &s).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidPayload);
+        let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(100));
+        let err = validate_join(&join_request(Some(&big)), &s).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        let mut no_room = join_request(None);
+        no_room.room_id.clear();
+        assert_eq!(
+            validate_join(&no_room, &s).unwrap_err().code,
+            ErrorCode::InvalidPayload
+        );
+    }
+
+    /// Liveness is inclusive at exactly TTL and ends one millisecond later.
+    #[test]
+    fn liveness_window() {
+        assert!(is_live(70_000, 100_000, 30_000));
+        assert!(!is_live(69_999, 100_000, 30_000));
+        assert!(is_live(u64::MAX, 0, u64::MAX));
+    }
+
+    /// Heartbeats with malformed connection ids never reach the store.
+    #[test]
+    fn heartbeat_validation() {
+        let s = settings();
+        let request = |conn_id: &str, patch: Option<&str>| HeartbeatRequest {
+            conn_id: conn_id.into(),
+            epoch: None,
+            patch_state: patch.map(str::to_owned),
+        };
+        let err = validate_heartbeat(request("", None), &s).err().unwrap();
+        assert_eq!(err.code, ErrorCode::InvalidPayload);
+        let err = validate_heartbeat(request("conn-1", None), &s)
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::UnknownConnection);
+        let id = keys::conn_id(keys::digest("lobby"), 9);
+        let err = validate_heartbeat(request(&id, Some("3")), &s)
+            .err()
+            .unwrap();
+        assert_eq!(err.code, ErrorCode::InvalidPayload);
+        let beat = validate_heartbeat(request(&id, Some("{}")), &s)
+            .ok()
+            .unwrap();
+        assert!(beat.patch.is_none(), "an empty patch is no patch");
+        assert_eq!(beat.digest, keys::digest("lobby"));
+    }
+
+    /// A patch yields a new state only when it changes something, and never past the limit.
+    #[test]
+    fn patching() {
+        let s = settings();
+        let patch = |text: &str| state::parse_object(text, "patchState").unwrap();
+        assert_eq!(
+            patched_state(Some(r#"{"a":1}"#), &patch(r#"{"a":1}"#), &s).unwrap(),
+            None
+        );
+        assert_eq!(
+            patched_state(Some(r#"{"a":1}"#), &patch(r#"{"b":2}"#), &s).unwrap(),
+            Some(r#"{"a":1,"b":2}"#.to_owned())
+        );
+        assert_eq!(
+            patched_state(None, &patch(r#"{"b":2}"#), &s).unwrap(),
+            Some(r#"{"b":2}"#.to_owned())
+        );
+        let big = patch(&format!(r#"{{"x":"{}"}}"#, "y".repeat(60)));
+        assert_eq!(
+            patched_state(Some(r#"{"a":1}"#), &big, &s)
+                .unwrap_err()
+                .code,
+            ErrorCode::PayloadTooLarge
+        );
+    }
+
+    /// Snapshot entries skip stale connections and connections of another room.
+    #[test]
+    fn snapshot_entries() {
+        let ctx = ctx();
+        let fields = |room: &str, seen: u64| {
+            vec![
+                Some(room.to_owned()),
+                Some("ada".to_owned()),
+                Some("5".to_owned()),
+                Some(r#"{"a":1}"#.to_owned()),
+                Some(seen.to_string()),
+                Some("1".to_owned()),
+            ]
+        };
+        let (joined, conn) = snapshot_entry(&ctx, "lobby", "c1", fields("lobby", 90_000)).unwrap();
+        assert_eq!(joined, 1);
+        assert_eq!(conn.user_id, "ada");
+        assert_eq!(conn.epoch, 5);
+        assert_eq!(conn.last_seen, 90_000);
+        assert!(snapshot_entry(&ctx, "lobby", "c1", fields("lobby", 1_000)).is_none());
+        assert!(snapshot_entry(&ctx, "lobby", "c1", fields("other", 90_000)).is_none());
+        assert!(snapshot_entry(&ctx, "lobby", "c1", vec![None; 6]).is_none());
+    }
+}
