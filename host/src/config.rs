@@ -1,0 +1,376 @@
+//! The host's configuration: one typed struct, read from flags and the environment.
+//!
+//! The names users already have in their deployments (`PORT`, `REDIS_URL`, `PRESENCE_*`)
+//! keep their meaning; everything Roster adds is `ROSTER_*`. Every default is a
+//! `DEFAULT_*` constant whose doc says why that number.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+/// The port of the original Node server, which clients and load balancers expect.
+pub const DEFAULT_PORT: u16 = 3000;
+/// 30 s: long enough for clients that heartbeat every 10 s to miss two beats.
+pub const DEFAULT_TTL_MS: u64 = 30_000;
+/// 3 s: a silent connection is announced gone at most this long after its TTL.
+pub const DEFAULT_REAPER_INTERVAL_MS: u64 = 3_000;
+/// Room for a 64 KiB state written with generous JSON escaping, plus the envelope.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
+/// The protocol's state limit.
+pub const DEFAULT_MAX_STATE_BYTES: u32 = 64 * 1024;
+/// A room large enough for a big live event; one `join` snapshot of it is a few MiB.
+pub const DEFAULT_MAX_ROOM_MEMBERS: u32 = 10_000;
+/// Channel metadata is settings and topics, not a database.
+pub const DEFAULT_MAX_METADATA_ITEMS: u32 = 256;
+/// Keeps every metadata write and `metadata:event` small.
+pub const DEFAULT_MAX_METADATA_BYTES: u32 = 64 * 1024;
+/// A lock outlives a crashed holder by at most 30 s when it named no TTL.
+pub const DEFAULT_LOCK_TTL_MS: u64 = 30_000;
+/// One hour: longer holds are better served by metadata than by a lock.
+pub const DEFAULT_MAX_LOCK_TTL_MS: u64 = 3_600_000;
+/// Messages queued for one socket before it is closed as a slow reader: a 1,000-member
+/// room's join storm fits, a stalled reader's backlog stays bounded.
+pub const DEFAULT_MAX_PENDING_MESSAGES: usize = 1024;
+/// Below the 20,000 open files one process may hold on these machines, with headroom.
+pub const DEFAULT_MAX_SOCKETS: usize = 16_384;
+/// Requests per second one socket may send (bursts of twice that): far above any real
+/// heartbeat cadence, low enough that one client cannot monopolise a core.
+pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 50;
+/// WebSocket pings keep NATs open and find dead peers; a socket silent for two intervals
+/// is closed.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// A component call normally takes microseconds plus store round trips; a second is
+/// generous for a slow store and still bounds a runaway loop.
+pub const DEFAULT_COMPONENT_DEADLINE_MS: u64 = 1_000;
+/// The components need well under 2 MiB; 64 MiB bounds a leak without starving a big room's
+/// snapshot.
+pub const DEFAULT_COMPONENT_MEMORY_MIB: u64 = 64;
+/// Live instances per component: concurrent calls beyond this wait for one.
+pub const DEFAULT_COMPONENT_INSTANCES: u32 = 64;
+/// Time to announce every local `leave` and close sockets on SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// The host's configuration.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "roster", version, about = "Roster: a realtime presence hub")]
+pub struct Config {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "ROSTER_HOST", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub host: IpAddr,
+
+    /// Redis URL; unset means the embedded in-memory store.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// A connection whose last heartbeat is older than this (ms) is gone.
+    #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = DEFAULT_TTL_MS)]
+    pub presence_ttl_ms: u64,
+
+    /// How often the reaper looks for stale connections (ms).
+    #[arg(long, env = "PRESENCE_REAPER_INTERVAL_MS", default_value_t = DEFAULT_REAPER_INTERVAL_MS)]
+    pub reaper_interval_ms: u64,
+
+    /// How long the store keeps a connection record nobody refreshes (ms): the backstop when
+    /// no reaper runs. Default: twice the TTL.
+    #[arg(long, env = "PRESENCE_REAPER_LOOKBACK_MS")]
+    pub reaper_lookback_ms: Option<u64>,
+
+    /// This node's id, stored with the connections it creates. Default: random.
+    #[arg(long, env = "ROSTER_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// A directory of components to run instead of the embedded ones: `presence.wasm`,
+    /// `metadata.wasm`, `reaper.wasm`; missing files fall back to the embedded build.
+    #[arg(long, env = "ROSTER_COMPONENTS_DIR")]
+    pub components_dir: Option<PathBuf>,
+
+    /// Largest request (WebSocket frame or HTTP body) in bytes: larger ones get
+    /// `PAYLOAD_TOO_LARGE`. A frame over four times this closes the socket (code 1009).
+    #[arg(long, env = "ROSTER_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Largest presence state in bytes of JSON.
+    #[arg(long, env = "ROSTER_MAX_STATE_BYTES", default_value_t = DEFAULT_MAX_STATE_BYTES)]
+    pub max_state_bytes: u32,
+
+    /// Most connections per room.
+    #[arg(long, env = "ROSTER_MAX_ROOM_MEMBERS", default_value_t = DEFAULT_MAX_ROOM_MEMBERS)]
+    pub max_room_members: u32,
+
+    /// Most metadata items per channel.
+    #[arg(long, env = "ROSTER_MAX_METADATA_ITEMS", default_value_t = DEFAULT_MAX_METADATA_ITEMS)]
+    pub max_metadata_items: u32,
+
+    /// Largest total of a channel's metadata keys and values, in bytes.
+    #[arg(long, env = "ROSTER_MAX_METADATA_BYTES", default_value_t = DEFAULT_MAX_METADATA_BYTES)]
+    pub max_metadata_bytes: u32,
+
+    /// Lock lifetime when `lock:acquire` names none (ms).
+    #[arg(long, env = "ROSTER_LOCK_TTL_MS", default_value_t = DEFAULT_LOCK_TTL_MS)]
+    pub lock_ttl_ms: u64,
+
+    /// Longest lock lifetime a client may ask for (ms).
+    #[arg(long, env = "ROSTER_MAX_LOCK_TTL_MS", default_value_t = DEFAULT_MAX_LOCK_TTL_MS)]
+    pub max_lock_ttl_ms: u64,
+
+    /// Messages queued for one socket before it is closed as a slow reader.
+    #[arg(long, env = "ROSTER_MAX_PENDING_MESSAGES", default_value_t = DEFAULT_MAX_PENDING_MESSAGES)]
+    pub max_pending_messages: usize,
+
+    /// Most sockets this node serves; more are refused with 503.
+    #[arg(long, env = "ROSTER_MAX_SOCKETS", default_value_t = DEFAULT_MAX_SOCKETS)]
+    pub max_sockets: usize,
+
+    /// Requests per second one socket may send (bursts of twice that); 0 turns it off.
+    #[arg(long, env = "ROSTER_RATE_LIMIT", default_value_t = DEFAULT_RATE_LIMIT_PER_SEC)]
+    pub rate_limit_per_sec: u32,
+
+    /// Interval of WebSocket pings (ms); a socket silent for two intervals is closed.
+    #[arg(long, env = "ROSTER_PING_INTERVAL_MS", default_value_t = DEFAULT_PING_INTERVAL_MS)]
+    pub ping_interval_ms: u64,
+
+    /// Wall-clock deadline of one component call (ms); past it the call fails with
+    /// `COMPONENT_FAILED`.
+    #[arg(long, env = "ROSTER_COMPONENT_DEADLINE_MS", default_value_t = DEFAULT_COMPONENT_DEADLINE_MS)]
+    pub component_deadline_ms: u64,
+
+    /// Memory cap of one component instance (MiB).
+    #[arg(long, env = "ROSTER_COMPONENT_MEMORY_MIB", default_value_t = DEFAULT_COMPONENT_MEMORY_MIB)]
+    pub component_memory_mib: u64,
+
+    /// Live instances per component.
+    #[arg(long, env = "ROSTER_COMPONENT_INSTANCES", default_value_t = DEFAULT_COMPONENT_INSTANCES)]
+    pub component_instances: u32,
+
+    /// Time to announce local leaves and close sockets on shutdown (ms).
+    #[arg(long, env = "ROSTER_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+
+    /// The clock components see as `now`. Tests drive a manual one.
+    #[arg(skip)]
+    pub clock: Clock,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value out of range.
+    #[error("{name} = {value}: {why}")]
+    OutOfRange {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        why: &'static str,
+    },
+    /// `REDIS_URL` is set but this build has no Redis backend yet.
+    #[error(
+        "REDIS_URL is set ({0}), but this build of roster has only the embedded store; \
+         unset REDIS_URL to run on it"
+    )]
+    RedisUnsupported(String),
+}
+
+impl Default for Config {
+    /// The defaults, ignoring flags and the environment (what tests start from).
+    fn default() -> Self {
+        Config {
+            port: DEFAULT_PORT,
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            redis_url: None,
+            presence_ttl_ms: DEFAULT_TTL_MS,
+            reaper_interval_ms: DEFAULT_REAPER_INTERVAL_MS,
+            reaper_lookback_ms: None,
+            node_id: None,
+            components_dir: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            max_room_members: DEFAULT_MAX_ROOM_MEMBERS,
+            max_metadata_items: DEFAULT_MAX_METADATA_ITEMS,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            lock_ttl_ms: DEFAULT_LOCK_TTL_MS,
+            max_lock_ttl_ms: DEFAULT_MAX_LOCK_TTL_MS,
+            max_pending_messages: DEFAULT_MAX_PENDING_MESSAGES,
+            max_sockets: DEFAULT_MAX_SOCKETS,
+            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
+            component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
+            component_instances: DEFAULT_COMPONENT_INSTANCES,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            clock: Clock::System,
+        }
+    }
+}
+
+impl Config {
+    /// The connection-record lifetime: the lookback, or twice the TTL.
+    pub fn lookback_ms(&self) -> u64 {
+        self.reaper_lookback_ms
+            .unwrap_or_else(|| self.presence_ttl_ms.saturating_mul(2))
+    }
+
+    /// The component call deadline.
+    pub fn component_deadline(&self) -> Duration {
+        Duration::from_millis(self.component_deadline_ms)
+    }
+
+    /// Frames above this close the socket instead of getting an error ack.
+    pub fn hard_frame_limit(&self) -> usize {
+        self.max_frame_bytes.saturating_mul(4)
+    }
+
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn out_of_range(
+            name: &'static str,
+            value: impl ToString,
+            why: &'static str,
+        ) -> Result<(), ConfigError> {
+            Err(ConfigError::OutOfRange {
+                name,
+                value: value.to_string(),
+                why,
+            })
+        }
+        if let Some(url) = &self.redis_url {
+            return Err(ConfigError::RedisUnsupported(url.clone()));
+        }
+        if self.presence_ttl_ms == 0 {
+            return out_of_range("PRESENCE_TTL_MS", 0, "must be positive");
+        }
+        if self.reaper_interval_ms == 0 {
+            return out_of_range("PRESENCE_REAPER_INTERVAL_MS", 0, "must be positive");
+        }
+        if self.lookback_ms() < self.presence_ttl_ms.saturating_add(self.reaper_interval_ms) {
+            return out_of_range(
+                "PRESENCE_REAPER_LOOKBACK_MS",
+                self.lookback_ms(),
+                "must be at least PRESENCE_TTL_MS + PRESENCE_REAPER_INTERVAL_MS, or records \
+                 would vanish before the reaper announces them",
+            );
+        }
+        if self.max_frame_bytes < 1024 {
+            return out_of_range(
+                "ROSTER_MAX_FRAME_BYTES",
+                self.max_frame_bytes,
+                "must be at least 1024",
+            );
+        }
+        if self.max_pending_messages == 0 {
+            return out_of_range("ROSTER_MAX_PENDING_MESSAGES", 0, "must be positive");
+        }
+        if self.component_deadline_ms == 0 {
+            return out_of_range("ROSTER_COMPONENT_DEADLINE_MS", 0, "must be positive");
+        }
+        if self.component_memory_mib == 0 || self.component_memory_mib > 4096 {
+            return out_of_range(
+                "ROSTER_COMPONENT_MEMORY_MIB",
+                self.component_memory_mib,
+                "must be between 1 and 4096",
+            );
+        }
+        if self.component_instances == 0 || self.component_instances > 1024 {
+            return out_of_range(
+                "ROSTER_COMPONENT_INSTANCES",
+                self.component_instances,
+                "must be between 1 and 1024",
+            );
+        }
+        if self.ping_interval_ms == 0 {
+            return out_of_range("ROSTER_PING_INTERVAL_MS", 0, "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The clock behind every `now` the components see and every TTL the embedded store keeps.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// Wall-clock time.
+    #[default]
+    System,
+    /// Time that moves only when told to (tests).
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `start_ms`.
+    pub fn manual(start_ms: u64) -> Clock {
+        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Clock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                }),
+            Clock::Manual(now) => now.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward; the system clock ignores this.
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(now) = self {
+            let by = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+            now.fetch_add(by, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults validate; the documented environment names parse.
+    #[test]
+    fn defaults_and_environment_names() {
+        Config::default().validate().unwrap();
+        let parsed =
+            Config::try_parse_from(["roster", "--port", "4000", "--presence-ttl-ms", "1000"])
+                .unwrap();
+        assert_eq!(parsed.port, 4000);
+        assert_eq!(parsed.lookback_ms(), 2000);
+    }
+
+    /// Values that cannot work are refused with their name.
+    #[test]
+    fn invalid_values_are_refused() {
+        let config = Config {
+            reaper_lookback_ms: Some(10),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("PRESENCE_REAPER_LOOKBACK_MS"), "{err}");
+        let config = Config {
+            redis_url: Some("redis://localhost".into()),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::RedisUnsupported(_))
+        ));
+    }
+
+    /// A manual clock moves only when advanced.
+    #[test]
+    fn manual_clock() {
+        let clock = Clock::manual(1_000);
+        assert_eq!(clock.now_ms(), 1_000);
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(clock.now_ms(), 1_500);
+        assert!(Clock::System.now_ms() > 1_600_000_000_000);
+    }
+}

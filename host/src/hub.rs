@@ -1,0 +1,232 @@
+//! The hub: the node's shared state and the one request path from every transport into the
+//! components.
+//!
+//! `/ws`, `/v1` (and Socket.IO) decode their requests, then call the same `Hub` methods,
+//! which build the call context (`now`, node id, limits) and map component failures to
+//! protocol errors. No transport holds a rule of its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::{Clock, Config};
+use crate::protocol::{ApiError, JoinData};
+use crate::runtime::bindings::types::{
+    CallContext, Channel, ChannelState, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Settings, TickReport,
+    WriteRequest,
+};
+use crate::runtime::{CallError, Runtime};
+use crate::store::Store;
+
+/// The node's shared state.
+pub struct Hub {
+    config: Config,
+    clock: Clock,
+    node_id: String,
+    settings: Settings,
+    /// The components.
+    pub runtime: Runtime,
+    /// The state store.
+    pub store: Arc<dyn Store>,
+    /// Local fan-out.
+    pub bus: Arc<Bus>,
+    /// Open sockets, against `max_sockets`.
+    sockets: AtomicUsize,
+    next_peer: AtomicU64,
+    /// Cancelled when the node shuts down; every socket's token is a child of it.
+    shutdown: CancellationToken,
+    /// Tracks socket tasks, which axum's graceful shutdown does not wait for.
+    socket_tasks: TaskTracker,
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        ApiError::new(ErrorCode::ComponentFailed, error.to_string())
+    }
+}
+
+/// A component call's two layers of failure as one protocol error.
+fn flatten<T>(result: Result<Result<T, Failure>, CallError>) -> Result<T, ApiError> {
+    Ok(result??)
+}
+
+/// Holds one of the node's socket places; frees it when dropped.
+#[derive(Debug)]
+pub struct SocketPermit {
+    hub: Arc<Hub>,
+}
+
+impl Drop for SocketPermit {
+    fn drop(&mut self) {
+        self.hub.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub over a running runtime and store.
+    pub fn new(config: Config, runtime: Runtime, store: Arc<dyn Store>, bus: Arc<Bus>) -> Self {
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("node-{:08x}", fastrand::u32(..)));
+        let settings = Settings {
+            ttl_ms: config.presence_ttl_ms,
+            lookback_ms: config.lookback_ms(),
+            max_state_bytes: config.max_state_bytes,
+            max_room_members: config.max_room_members,
+            max_metadata_items: config.max_metadata_items,
+            max_metadata_bytes: config.max_metadata_bytes,
+            default_lock_ttl_ms: config.lock_ttl_ms,
+            max_lock_ttl_ms: config.max_lock_ttl_ms,
+        };
+        Hub {
+            clock: config.clock.clone(),
+            config,
+            node_id,
+            settings,
+            runtime,
+            store,
+            bus,
+            sockets: AtomicUsize::new(0),
+            next_peer: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            socket_tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The context of a call made now.
+    pub fn context(&self) -> CallContext {
+        CallContext {
+            now: self.clock.now_ms(),
+            node_id: self.node_id.clone(),
+            settings: self.settings,
+        }
+    }
+
+    /// Takes a socket place, or none when the node is full or shutting down.
+    pub fn admit_socket(self: &Arc<Self>) -> Option<SocketPermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let max = self.config.max_sockets;
+        self.sockets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| SocketPermit {
+                hub: Arc::clone(self),
+            })
+    }
+
+    /// Open sockets.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.load(Ordering::Relaxed)
+    }
+
+    /// A fresh peer id.
+    pub fn next_peer_id(&self) -> u64 {
+        self.next_peer.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The token cancelled at shutdown.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The tracker of socket tasks.
+    pub fn socket_tasks(&self) -> &TaskTracker {
+        &self.socket_tasks
+    }
+
+    /// Creates a presence connection.
+    pub async fn join(&self, data: JoinData) -> Result<Joined, ApiError> {
+        let request = JoinRequest {
+            room_id: data.room_id,
+            user_id: data.user_id,
+            state: data.state.map(|raw| String::from(raw.get())),
+            nonce: fastrand::u64(..),
+        };
+        flatten(self.runtime.join(&self.context(), &request).await)
+    }
+
+    /// One heartbeat.
+    pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
+        let mut results = self
+            .runtime
+            .heartbeat(&self.context(), std::slice::from_ref(&request))
+            .await?;
+        match results.pop() {
+            Some(result) if results.is_empty() => Ok(result?),
+            _ => Err(ApiError::new(
+                ErrorCode::ComponentFailed,
+                "the presence component answered one heartbeat with a different number of results",
+            )),
+        }
+    }
+
+    /// Removes a connection.
+    pub async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
+        flatten(self.runtime.leave(&self.context(), conn_id).await)
+    }
+
+    /// The live connections of a room.
+    pub async fn snapshot(&self, room_id: &str) -> Result<Vec<Conn>, ApiError> {
+        flatten(self.runtime.snapshot(&self.context(), room_id).await)
+    }
+
+    /// A metadata write.
+    pub async fn metadata_write(
+        &self,
+        operation: MetadataOperation,
+        request: WriteRequest,
+    ) -> Result<ChannelState, ApiError> {
+        flatten(
+            self.runtime
+                .metadata_write(&self.context(), operation, &request)
+                .await,
+        )
+    }
+
+    /// A channel's metadata.
+    pub async fn metadata_get(&self, channel: Channel) -> Result<ChannelState, ApiError> {
+        flatten(self.runtime.metadata_get(&self.context(), &channel).await)
+    }
+
+    /// Takes or extends a lock.
+    pub async fn acquire_lock(&self, request: LockRequest) -> Result<LockInfo, ApiError> {
+        flatten(self.runtime.acquire_lock(&self.context(), &request).await)
+    }
+
+    /// Releases a lock.
+    pub async fn release_lock(&self, request: LockRequest) -> Result<(), ApiError> {
+        flatten(self.runtime.release_lock(&self.context(), &request).await)
+    }
+
+    /// One reaper tick.
+    pub async fn reap(&self) -> Result<TickReport, ApiError> {
+        flatten(self.runtime.tick(&self.context()).await)
+    }
+}

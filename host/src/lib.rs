@@ -1,0 +1,134 @@
+//! Roster's host: owns every socket and every store connection, and runs the presence,
+//! metadata and reaper components sandboxed. It knows nothing of presence rules.
+//!
+//! - [`config`]: the typed configuration (flags and environment) and the clock.
+//! - [`runtime`]: the wasmtime engine, the three component slots, their instance pools, and
+//!   the sandbox (deadline, memory cap, failure isolation) around every call.
+//! - [`store`]: the `Store` trait behind the components' `store` import;
+//!   [`store::memory`] is the embedded backend.
+//! - [`bus`]: fan-out of events to the sockets of a room, bounded per socket.
+//! - [`protocol`]: the wire JSON: payloads, acks, events, error codes.
+//! - [`hub`]: the node's shared state and the one request path into the components.
+//! - [`session`]: one socket's presence binding and per-socket rules, for every transport.
+//! - [`transport`]: `/ws`, the `/v1` HTTP API, `/healthz`, `/readyz`, `/metrics`.
+//! - [`reaper`]: the periodic reaper tick.
+//! - [`shutdown`]: signals and the graceful drain of sockets.
+//!
+//! [`run`] is the whole server; `main.rs` only parses flags and calls it, so tests run the
+//! real server in-process on `127.0.0.1:0`.
+
+pub mod bus;
+pub mod config;
+pub mod hub;
+pub mod protocol;
+pub mod reaper;
+pub mod runtime;
+pub mod session;
+pub mod shutdown;
+pub mod store;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, EventSink};
+use crate::config::{Config, ConfigError};
+use crate::hub::Hub;
+use crate::runtime::{Components, Limits, Runtime, RuntimeError};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+
+/// How often the embedded store frees expired keys.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The components could not be loaded.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Serving failed.
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[from] std::io::Error),
+    /// A start-up task panicked.
+    #[error("start-up failed: {0}")]
+    Startup(String),
+}
+
+/// Builds the node: store, bus, runtime (compiling the components off the executor).
+pub async fn start(config: Config) -> Result<(Arc<Hub>, Arc<MemoryStore>), Error> {
+    config.validate()?;
+    let memory = Arc::new(MemoryStore::new(config.clock.clone()));
+    let store: Arc<dyn Store> = memory.clone();
+    let bus = Arc::new(Bus::new());
+    let components = match &config.components_dir {
+        Some(dir) => Components::from_dir(dir),
+        None => Components::embedded(),
+    };
+    let limits = Limits {
+        deadline: config.component_deadline(),
+        memory_bytes: usize::try_from(config.component_memory_mib.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        instances: config.component_instances,
+    };
+    let events: Arc<dyn EventSink> = bus.clone();
+    let runtime_store = Arc::clone(&store);
+    let loaded = components.clone();
+    let runtime =
+        tokio::task::spawn_blocking(move || Runtime::new(&loaded, limits, runtime_store, events))
+            .await
+            .map_err(|error| Error::Startup(error.to_string()))??;
+    tracing::info!(
+        presence = %components.presence,
+        metadata = %components.metadata,
+        reaper = %components.reaper,
+        store = store.kind(),
+        "components loaded"
+    );
+    Ok((Arc::new(Hub::new(config, runtime, store, bus)), memory))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains: stops accepting, closes
+/// every socket (announcing each `leave`) and waits up to the grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (hub, memory) = start(config).await?;
+    let background = TaskTracker::new();
+    background.spawn(reaper::run(Arc::clone(&hub)));
+    let sweeper_hub = Arc::clone(&hub);
+    background.spawn(async move {
+        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                () = sweeper_hub.shutdown_token().cancelled() => return,
+                _ = interval.tick() => { memory.sweep(); }
+            }
+        }
+    });
+    background.close();
+
+    let app = transport::router(Arc::clone(&hub));
+    let stopping = Arc::clone(&hub);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Sockets start closing (and leaving) while HTTP requests drain.
+            stopping.shutdown_token().cancel();
+        })
+        .await;
+    shutdown::drain_sockets(&hub, Duration::from_millis(hub.config().shutdown_grace_ms)).await;
+    background.wait().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}

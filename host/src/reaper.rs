@@ -1,0 +1,42 @@
+//! Schedules the reaper component: a tick every `PRESENCE_REAPER_INTERVAL_MS`, repeated at
+//! once (a bounded number of times) while a tick reports more stale connections than it
+//! took. Every node runs it; the component makes each removal exactly-once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use crate::hub::Hub;
+
+/// Ticks in a row when a tick says there is more: bounds one round's work.
+const MAX_TICKS_PER_ROUND: usize = 16;
+
+/// Runs until the hub shuts down.
+pub async fn run(hub: Arc<Hub>) {
+    let mut interval =
+        tokio::time::interval(Duration::from_millis(hub.config().reaper_interval_ms));
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = hub.shutdown_token().cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        for _ in 0..MAX_TICKS_PER_ROUND {
+            match hub.reap().await {
+                Ok(report) => {
+                    if report.reaped > 0 {
+                        tracing::info!(reaped = report.reaped, "reaped stale connections");
+                    }
+                    if !report.more {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reaper tick failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! One socket's session, whatever its transport: its presence binding, its acting user,
+//! its rate limit, and the protocol's per-socket rules.
+//!
+//! - A socket holds at most one presence connection; a second join replaces the first
+//!   (leave, then join).
+//! - A socket heartbeats only the connection it holds.
+//! - Metadata and lock requests act as the user the socket joined as.
+//! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::bus::{Binding, Peer};
+use crate::hub::Hub;
+use crate::protocol::{
+    self, Ack, ApiError, ChannelData, HeartbeatData, JoinData, LockData, Reply, WriteData,
+};
+use crate::runtime::bindings::types::{ErrorCode, HeartbeatRequest, MetadataOperation};
+
+/// The events a client may send.
+pub const CLIENT_EVENTS: [&str; 9] = [
+    "presence:join",
+    "presence:heartbeat",
+    "presence:leave",
+    "metadata:set",
+    "metadata:update",
+    "metadata:remove",
+    "metadata:get",
+    "lock:acquire",
+    "lock:release",
+];
+
+/// A token bucket: `rate` requests per second, bursts of twice that.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate_per_sec: u32) -> Self {
+        let rate = f64::from(rate_per_sec);
+        RateLimiter {
+            rate,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate * 2.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One socket's session.
+#[derive(Debug)]
+pub struct Session {
+    hub: Arc<Hub>,
+    peer: Arc<Peer>,
+    limiter: RateLimiter,
+}
+
+impl Session {
+    /// A session for `peer`.
+    pub fn new(hub: Arc<Hub>, peer: Arc<Peer>) -> Self {
+        let limiter = RateLimiter::new(hub.config().rate_limit_per_sec);
+        Session { hub, peer, limiter }
+    }
+
+    /// The acting user: the one this socket joined as.
+    fn actor(&self) -> Option<String> {
+        self.peer.binding().map(|binding| binding.user_id)
+    }
+
+    /// Handles one request.
+    pub async fn handle(&mut self, event: &str, data: Option<&RawValue>) -> Reply {
+        if !self.limiter.allow() {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} requests per second on this socket; slow down",
+                    self.hub.config().rate_limit_per_sec
+                ),
+            ));
+        }
+        let code = protocol::invalid_code(event);
+        match event {
+            "presence:join" => self.join(protocol::decode(data, code)?).await,
+            "presence:heartbeat" => self.heartbeat(protocol::decode(data, code)?).await,
+            "presence:leave" => self.leave().await,
+            "metadata:set" | "metadata:update" | "metadata:remove" => {
+                let operation = match event {
+                    "metadata:set" => MetadataOperation::Set,
+                    "metadata:update" => MetadataOperation::Update,
+                    _ => MetadataOperation::Remove,
+                };
+                let data: WriteData = protocol::decode(data, code)?;
+                let state = self
+                    .hub
+                    .metadata_write(operation, data.into_request(self.actor()))
+                    .await?;
+                Ok(Ack::channel(state))
+            }
+            "metadata:get" => {
+                let data: ChannelData = protocol::decode(data, code)?;
+                Ok(Ack::channel(
+                    self.hub.metadata_get(data.into_channel()).await?,
+                ))
+            }
+            "lock:acquire" => {
+                let data: LockData = protocol::decode(data, code)?;
+                Ok(Ack::lock(
+                    self.hub
+                        .acquire_lock(data.into_request(self.actor()))
+                        .await?,
+                ))
+            }
+            "lock:release" => {
+                let data: LockData = protocol::decode(data, code)?;
+                self.hub
+                    .release_lock(data.into_request(self.actor()))
+                    .await?;
+                Ok(Ack::Done)
+            }
+            other => Err(ApiError::new(
+                ErrorCode::InvalidPayload,
+                format!(
+                    "unknown event {other:?}; expected one of {}",
+                    CLIENT_EVENTS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    async fn join(&mut self, data: JoinData) -> Reply {
+        if let Some(Err(error)) = self.leave_current().await {
+            tracing::debug!(%error, "the connection replaced by a second join was already gone");
+        }
+        let room_id = data.room_id.clone();
+        let user_id = data.user_id.clone();
+        // Subscribe first, so the joiner sees its own `join` like everyone else.
+        self.hub.bus.subscribe(&room_id, &self.peer);
+        match self.hub.join(data).await {
+            Ok(joined) => {
+                self.peer.set_binding(Some(Binding {
+                    conn_id: joined.conn_id.clone(),
+                    room_id,
+                    user_id,
+                }));
+                self.hub.bus.bind(&joined.conn_id, &self.peer);
+                Ok(Ack::joined(joined))
+            }
+            Err(error) => {
+                self.hub.bus.unsubscribe(&room_id, self.peer.id);
+                Err(error)
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self, data: HeartbeatData) -> Reply {
+        let Some(binding) = self.peer.binding().filter(|b| b.conn_id == data.conn_id) else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownConnection,
+                format!(
+                    "connection {:?} is not held by this socket; join first",
+                    data.conn_id
+                ),
+            ));
+        };
+        let request = HeartbeatRequest {
+            conn_id: data.conn_id,
+            epoch: data.epoch,
+            patch_state: data.patch_state.map(|raw| String::from(raw.get())),
+        };
+        match self.hub.heartbeat(request).await {
+            Ok(ok) => Ok(Ack::Heartbeat {
+                changed: ok.changed,
+            }),
+            Err(error) => {
+                if error.code == ErrorCode::UnknownConnection {
+                    // Expired or reaped: this socket no longer holds it and may join again.
+                    self.unbind(&binding);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn leave(&mut self) -> Reply {
+        match self.leave_current().await {
+            Some(result) => result.map(|_| Ack::Done),
+            None => Err(ApiError::new(
+                ErrorCode::UnknownConnection,
+                "this socket holds no presence connection; join first",
+            )),
+        }
+    }
+
+    fn unbind(&self, binding: &Binding) {
+        if self.peer.binding().as_ref() == Some(binding) {
+            self.peer.set_binding(None);
+        }
+        self.hub.bus.unbind(&binding.conn_id);
+        self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
+    }
+
+    /// Leaves the connection this socket holds, if any. The socket stays subscribed until
+    /// the call returns, so it sees its own `leave`.
+    async fn leave_current(
+        &mut self,
+    ) -> Option<Result<crate::runtime::bindings::types::Left, ApiError>> {
+        let binding = self.peer.set_binding(None)?;
+        self.hub.bus.unbind(&binding.conn_id);
+        let result = self.hub.leave(&binding.conn_id).await;
+        self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
+        Some(result)
+    }
+
+    /// The socket went away (or is being closed): leave as if it had said so.
+    pub async fn close(&mut self) {
+        if let Some(Err(error)) = self.leave_current().await
+            && error.code != ErrorCode::UnknownConnection
+        {
+            tracing::warn!(%error, "could not announce the leave of a closed socket; the reaper will");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bucket allows bursts of twice the rate, then refuses; zero means unlimited.
+    #[test]
+    fn rate_limiter() {
+        let mut limiter = RateLimiter::new(5);
+        let allowed = (0..20).filter(|_| limiter.allow()).count();
+        assert_eq!(allowed, 10);
+        let mut unlimited = RateLimiter::new(0);
+        assert!((0..1000).all(|_| unlimited.allow()));
+    }
+}

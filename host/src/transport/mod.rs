@@ -1,0 +1,143 @@
+//! The network surface: one axum router for every transport.
+//!
+//! - [`ws`]: the plain WebSocket transport at `/ws`;
+//! - [`http`]: the REST API under `/v1/`;
+//! - here: `/healthz` (alive), `/readyz` (store reachable, not shutting down) and
+//!   `/metrics` (Prometheus text).
+
+pub mod http;
+pub mod ws;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::hub::Hub;
+
+/// The node's router.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let body_limit = hub.config().hard_frame_limit();
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(http::routes())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(hub)
+}
+
+async fn healthz() -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        r#"{"ok":true}"#,
+    )
+        .into_response()
+}
+
+async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    let (status, body) = if hub.shutdown_token().is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"ok":false,"reason":"shutting down"}"#.to_owned(),
+        )
+    } else {
+        match hub.store.ping().await {
+            Ok(()) => (
+                StatusCode::OK,
+                format!(r#"{{"ok":true,"store":"{}"}}"#, hub.store.kind()),
+            ),
+            Err(error) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"ok": false, "reason": format!("store unavailable: {error:?}")})
+                    .to_string(),
+            ),
+        }
+    };
+    (status, [("content-type", "application/json")], body).into_response()
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    let bus = &hub.bus.stats;
+    gauge(
+        "roster_sockets",
+        "Open WebSocket connections.",
+        "gauge",
+        hub.socket_count() as u64,
+    );
+    gauge(
+        "roster_rooms",
+        "Rooms with a subscriber on this node.",
+        "gauge",
+        hub.bus.room_count() as u64,
+    );
+    gauge(
+        "roster_events_published_total",
+        "Events published to this node's bus.",
+        "counter",
+        bus.published.load(Ordering::Relaxed),
+    );
+    gauge(
+        "roster_event_deliveries_total",
+        "Event copies queued to sockets.",
+        "counter",
+        bus.delivered.load(Ordering::Relaxed),
+    );
+    gauge(
+        "roster_slow_readers_total",
+        "Sockets closed because their outbound queue overflowed.",
+        "counter",
+        bus.slow_readers.load(Ordering::Relaxed),
+    );
+    let stats = hub.runtime.stats();
+    for (name, help, kind, pick) in [
+        (
+            "roster_component_calls_total",
+            "Component calls started.",
+            "counter",
+            0,
+        ),
+        (
+            "roster_component_failures_total",
+            "Component calls that failed (trap, deadline).",
+            "counter",
+            1,
+        ),
+        (
+            "roster_component_idle_instances",
+            "Live component instances waiting for calls.",
+            "gauge",
+            2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for slot in &stats {
+            let value = match pick {
+                0 => slot.calls,
+                1 => slot.failures,
+                _ => slot.idle as u64,
+            };
+            let _ = writeln!(out, "{name}{{component=\"{}\"}} {value}", slot.slot);
+        }
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,216 @@
+//! The plain WebSocket transport at `/ws`: JSON text frames.
+//!
+//! Request `{"id": 7, "event": "presence:join", "data": {...}}`, reply
+//! `{"id": 7, "ack": {...}}`, push `{"event": "presence:event", "data": {...}}`. The `id` is
+//! echoed as sent (any JSON value; `null` when absent or unreadable).
+//!
+//! Each socket runs a reader and a writer task. The reader handles requests one at a time,
+//! in order, so a socket's replies come back in request order and a client cannot have
+//! more than one request in flight per socket. The writer drains the socket's bounded
+//! queue and sends pings. Cleanup happens in one place: when the reader ends (client
+//! closed, error, idle, server closing), the session leaves, then the writer sends a Close
+//! frame naming the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::bus::{CloseReason, Outbound, Peer};
+use crate::hub::{Hub, SocketPermit};
+use crate::protocol::{self, ApiError, Reply};
+use crate::runtime::bindings::types::ErrorCode;
+use crate::session::Session;
+
+/// `GET /ws`: upgrades to a WebSocket if the node has room.
+pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+    let Some(permit) = hub.admit_socket() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is at its socket limit or shutting down; try another node or later",
+        )
+            .into_response();
+    };
+    let limit = hub.config().hard_frame_limit();
+    let tasks = hub.socket_tasks().clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tasks.track_future(serve(hub, socket, permit)))
+}
+
+/// A request frame. Borrowed: `data` is handed to the session without a copy.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    event: &'a str,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Just the `id` of a frame that is too large or malformed, when it can be read.
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+}
+
+fn id_of(text: &str) -> Option<&RawValue> {
+    serde_json::from_str::<IdOnly<'_>>(text)
+        .ok()
+        .and_then(|frame| frame.id)
+}
+
+fn reply_frame(id: Option<&RawValue>, reply: &Reply) -> String {
+    format!(
+        r#"{{"id":{},"ack":{}}}"#,
+        id.map_or("null", RawValue::get),
+        protocol::reply_json(reply)
+    )
+}
+
+async fn serve(hub: Arc<Hub>, socket: WebSocket, _permit: SocketPermit) {
+    let (tx, rx) = mpsc::channel(hub.config().max_pending_messages);
+    let peer = Arc::new(Peer::new(hub.next_peer_id(), tx, hub.shutdown_token()));
+    let ping_every = Duration::from_millis(hub.config().ping_interval_ms);
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&peer), ping_every));
+    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer));
+    read_loop(&hub, &mut session, &peer, stream, ping_every).await;
+    session.close().await;
+    if peer.close_reason().is_none() {
+        // The client went away; make the writer stop too.
+        peer.cancel_token().cancel();
+    }
+    if let Err(error) = writer.await {
+        tracing::warn!(%error, "a socket writer task failed");
+    }
+}
+
+async fn read_loop(
+    hub: &Hub,
+    session: &mut Session,
+    peer: &Peer,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    ping_every: Duration,
+) {
+    let idle_after = ping_every * 2;
+    let max_frame = hub.config().max_frame_bytes;
+    let mut deadline = Instant::now() + idle_after;
+    loop {
+        let message = tokio::select! {
+            () = peer.cancel_token().cancelled() => return,
+            () = tokio::time::sleep_until(deadline) => {
+                peer.close(CloseReason::Idle);
+                return;
+            }
+            message = stream.next() => message,
+        };
+        deadline = Instant::now() + idle_after;
+        let reply = match message {
+            None => return,
+            Some(Err(error)) => {
+                tracing::debug!(peer = peer.id, %error, "socket read failed");
+                if is_capacity_error(&error) {
+                    peer.close(CloseReason::TooLarge);
+                }
+                return;
+            }
+            Some(Ok(Message::Text(text))) => handle_text(session, text.as_str(), max_frame).await,
+            Some(Ok(Message::Binary(_))) => reply_frame(
+                None,
+                &Err(ApiError::new(
+                    ErrorCode::InvalidPayload,
+                    "binary frames are not supported; send JSON text frames",
+                )),
+            ),
+            Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        };
+        if !peer.reply(reply).await {
+            return;
+        }
+    }
+}
+
+fn is_capacity_error(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}
+
+async fn handle_text(session: &mut Session, text: &str, max_frame: usize) -> String {
+    if text.len() > max_frame {
+        let error = ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the frame is {} bytes; the limit is {max_frame}",
+                text.len()
+            ),
+        );
+        return reply_frame(id_of(text), &Err(error));
+    }
+    match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(envelope) => {
+            let reply = session.handle(envelope.event, envelope.data).await;
+            reply_frame(envelope.id, &reply)
+        }
+        Err(error) => {
+            let error = ApiError::new(
+                ErrorCode::InvalidPayload,
+                format!("the frame is not a request ({{\"id\", \"event\", \"data\"}}): {error}"),
+            );
+            reply_frame(id_of(text), &Err(error))
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    peer: Arc<Peer>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = peer.cancel_token().cancelled() => break,
+            outbound = rx.recv() => match outbound {
+                Some(Outbound::Reply(text)) => Message::Text(Utf8Bytes::from(text)),
+                Some(Outbound::Event(event)) => Message::Text(Utf8Bytes::from(event.ws_frame())),
+                None => break,
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    let (code, reason) = match peer.close_reason() {
+        Some(CloseReason::Shutdown) => (close_code::AWAY, "the server is shutting down"),
+        Some(CloseReason::SlowReader) => {
+            (close_code::POLICY, "slow reader: too many pending messages")
+        }
+        Some(CloseReason::Idle) => (
+            close_code::AWAY,
+            "idle: nothing received for two ping intervals",
+        ),
+        Some(CloseReason::TooLarge) => (close_code::SIZE, "frame too large"),
+        None => (close_code::NORMAL, ""),
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    // The peer may be gone already; a failed close changes nothing.
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask`: Roster's build and test automation.
+//!
+//! - `cargo xtask run [ARGS...]`: builds (release) and starts the hub on port 3000 with the
+//!   embedded store; ARGS go to `roster`.
+//! - `cargo xtask test`: every test of the workspace.
+//! - `cargo xtask check`: `cargo fmt --check` and `cargo clippy -D warnings`.
+//! - `cargo xtask build-components [DIR]`: builds the components and copies them to DIR
+//!   (default `target/components`) as `presence.wasm`, `metadata.wasm`, `reaper.wasm`,
+//!   the layout `roster --components-dir` reads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = xtask::workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let result = match args.first().map(String::as_str) {
+        Some("run") => cargo(
+            &root,
+            &[
+                "run",
+                "--release",
+                "--package",
+                "roster-host",
+                "--bin",
+                "roster",
+                "--",
+            ],
+            &args[1..],
+        ),
+        Some("test") => test(&root, &args[1..]),
+        Some("check") => check(&root),
+        Some("build-components") => build_components(&root, args.get(1).map(PathBuf::from)),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | build-components [DIR]>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(root)
+        .args(args)
+        .args(extra)
+        .status()
+        .map_err(|error| format!("cannot run cargo: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<(), String> {
+    cargo(root, &["test", "--workspace", "--locked"], extra)
+}
+
+fn check(root: &Path) -> Result<(), String> {
+    cargo(root, &["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )
+}
+
+fn build_components(root: &Path, out: Option<PathBuf>) -> Result<(), String> {
+    let out = out.unwrap_or_else(|| root.join("target").join("components"));
+    let packages: Vec<&str> = xtask::COMPONENTS
+        .iter()
+        .map(|(_, package)| *package)
+        .collect();
+    let built = xtask::build_wasm(root, &xtask::wasm_target_dir(root), &packages)?;
+    std::fs::create_dir_all(&out)
+        .map_err(|error| format!("cannot create {}: {error}", out.display()))?;
+    for ((slot, _), path) in xtask::COMPONENTS.iter().zip(built) {
+        let target = out.join(format!("{slot}.wasm"));
+        std::fs::copy(&path, &target).map_err(|error| {
+            format!(
+                "cannot copy {} to {}: {error}",
+                path.display(),
+                target.display()
+            )
+        })?;
+        let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+        println!("{:>9} bytes  {}", size, target.display());
+    }
+    Ok(())
+}
