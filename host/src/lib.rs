@@ -62,8 +62,17 @@ pub enum Error {
     Startup(String),
 }
 
+/// A node, built and ready to serve.
+#[derive(Debug)]
+pub struct Node {
+    /// The shared state and request path.
+    pub hub: Arc<Hub>,
+    /// The embedded store, for its sweeper.
+    memory: Arc<MemoryStore>,
+}
+
 /// Builds the node: store, bus, runtime (compiling the components off the executor).
-pub async fn start(config: Config) -> Result<(Arc<Hub>, Arc<MemoryStore>), Error> {
+pub async fn start(config: Config) -> Result<Node, Error> {
     config.validate()?;
     let memory = Arc::new(MemoryStore::new(config.clock.clone()));
     let store: Arc<dyn Store> = memory.clone();
@@ -92,43 +101,57 @@ pub async fn start(config: Config) -> Result<(Arc<Hub>, Arc<MemoryStore>), Error
         store = store.kind(),
         "components loaded"
     );
-    Ok((Arc::new(Hub::new(config, runtime, store, bus)), memory))
+    Ok(Node {
+        hub: Arc::new(Hub::new(config, runtime, store, bus)),
+        memory,
+    })
 }
 
-/// Serves on `listener` until `shutdown` resolves, then drains: stops accepting, closes
-/// every socket (announcing each `leave`) and waits up to the grace period.
+impl Node {
+    /// Serves on `listener` until `shutdown` resolves, then drains: stops accepting, closes
+    /// every socket (announcing each `leave`) and waits up to the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Node { hub, memory } = self;
+        let background = TaskTracker::new();
+        background.spawn(reaper::run(Arc::clone(&hub)));
+        let sweeper_hub = Arc::clone(&hub);
+        background.spawn(async move {
+            let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = sweeper_hub.shutdown_token().cancelled() => return,
+                    _ = interval.tick() => { memory.sweep(); }
+                }
+            }
+        });
+        background.close();
+
+        let app = transport::router(Arc::clone(&hub));
+        let stopping = Arc::clone(&hub);
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Sockets start closing (and leaving) while HTTP requests drain.
+                stopping.shutdown_token().cancel();
+            })
+            .await;
+        shutdown::drain_sockets(&hub, Duration::from_millis(hub.config().shutdown_grace_ms)).await;
+        background.wait().await;
+        served?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds a node from `config` and serves on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let (hub, memory) = start(config).await?;
-    let background = TaskTracker::new();
-    background.spawn(reaper::run(Arc::clone(&hub)));
-    let sweeper_hub = Arc::clone(&hub);
-    background.spawn(async move {
-        let mut interval = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tokio::select! {
-                () = sweeper_hub.shutdown_token().cancelled() => return,
-                _ = interval.tick() => { memory.sweep(); }
-            }
-        }
-    });
-    background.close();
-
-    let app = transport::router(Arc::clone(&hub));
-    let stopping = Arc::clone(&hub);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Sockets start closing (and leaving) while HTTP requests drain.
-            stopping.shutdown_token().cancel();
-        })
-        .await;
-    shutdown::drain_sockets(&hub, Duration::from_millis(hub.config().shutdown_grace_ms)).await;
-    background.wait().await;
-    served?;
-    tracing::info!("stopped");
-    Ok(())
+    start(config).await?.serve(listener, shutdown).await
 }

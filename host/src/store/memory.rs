@@ -157,6 +157,14 @@ impl MemoryStore {
     }
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &SHARDS)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store for MemoryStore {
     fn execute(
         &self,

@@ -75,10 +75,13 @@ pub fn respond(reply: Reply) -> Response {
 }
 
 async fn not_found() -> Response {
-    respond(Err(ApiError::new(
+    let error = ApiError::new(
         ErrorCode::InvalidPayload,
         "no such route; see docs/openapi.yaml",
-    )))
+    );
+    let mut response = respond(Err(error));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
 }
 
 /// Decodes a body as `T`: size-checked, an empty body reads as `{}`.

@@ -30,6 +30,9 @@ use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::session::Session;
 
+/// How long a closing socket may take to accept its Close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// `GET /ws`: upgrades to a WebSocket if the node has room.
 pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
     let Some(permit) = hub.admit_socket() else {
@@ -190,8 +193,12 @@ async fn write_loop(
             },
             _ = ping.tick() => Message::Ping(Default::default()),
         };
-        if sink.send(message).await.is_err() {
-            return;
+        // A reader that stopped reading blocks this send once its TCP buffers are full:
+        // closing the socket must not wait for it.
+        tokio::select! {
+            biased;
+            () = peer.cancel_token().cancelled() => break,
+            sent = sink.send(message) => if sent.is_err() { return },
         }
     }
     let (code, reason) = match peer.close_reason() {
@@ -210,7 +217,11 @@ async fn write_loop(
         code,
         reason: Utf8Bytes::from(reason),
     };
-    // The peer may be gone already; a failed close changes nothing.
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
+    // Best effort, bounded: a peer that reads nothing never takes the Close frame, and
+    // dropping the socket then closes the TCP connection anyway.
+    let close = async {
+        sink.send(Message::Close(Some(frame))).await?;
+        sink.close().await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }

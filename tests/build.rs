@@ -1,0 +1,26 @@
+//! Builds the test fixtures (misbehaving components) for `wasm32-wasip2` and hands their
+//! paths to the tests.
+
+use std::path::PathBuf;
+
+/// Fixture packages: (environment variable, package).
+const FIXTURES: [(&str, &str); 1] = [(
+    "ROSTER_FIXTURE_CHAOS_PRESENCE",
+    "roster-fixture-chaos-presence",
+)];
+
+fn main() -> Result<(), String> {
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let root = xtask::workspace_root(&manifest_dir);
+    for watched in ["components", "wit", "tests/fixtures", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let packages: Vec<&str> = FIXTURES.iter().map(|(_, package)| *package).collect();
+    let paths = xtask::build_wasm(&root, &xtask::wasm_target_dir(&root), &packages)?;
+    for ((var, _), path) in FIXTURES.iter().zip(paths) {
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! Helpers shared by Roster's end-to-end tests: a real host in-process on `127.0.0.1:0`
+//! ([`TestHost`]), a real WebSocket client speaking the `/ws` protocol ([`WsClient`]), and
+//! an HTTP client for `/v1` ([`Http`]). Everything cleans up on drop.
+//!
+//! Tests drive time with the host's manual clock ([`TestHost::advance`]) instead of
+//! sleeping through TTLs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roster_host::config::{Clock, Config};
+use roster_host::hub::Hub;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Where the manual clock of every test host starts (2023-11-14).
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// The chaos fixture (see `tests/fixtures/chaos-presence`).
+pub fn chaos_presence() -> PathBuf {
+    PathBuf::from(env!("ROSTER_FIXTURE_CHAOS_PRESENCE"))
+}
+
+/// The configuration tests start from: a manual clock, a fast reaper, no rate limit.
+pub fn test_config() -> Config {
+    Config {
+        port: 0,
+        clock: Clock::manual(EPOCH_MS),
+        reaper_interval_ms: 20,
+        rate_limit_per_sec: 0,
+        node_id: Some("test-node".into()),
+        ..Config::default()
+    }
+}
+
+/// A host running in-process; stopped (gracefully) on drop.
+pub struct TestHost {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state, for assertions on what the server holds.
+    pub hub: Arc<Hub>,
+    /// Its clock.
+    pub clock: Clock,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), roster_host::Error>>>,
+}
+
+impl TestHost {
+    /// A host with [`test_config`].
+    pub async fn start() -> TestHost {
+        TestHost::start_with(|_| {}).await
+    }
+
+    /// A host with [`test_config`] changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestHost {
+        let mut config = test_config();
+        adjust(&mut config);
+        TestHost::try_start(config).await.expect("the host starts")
+    }
+
+    /// A host with exactly `config`, or why it did not start.
+    pub async fn try_start(config: Config) -> Result<TestHost, roster_host::Error> {
+        let clock = config.clock.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let node = roster_host::start(config).await?;
+        let hub = Arc::clone(&node.hub);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(node.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Ok(TestHost {
+            addr,
+            hub,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Moves the host's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// The host's `now`.
+    pub fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A WebSocket client on `/ws`.
+    pub async fn connect(&self) -> WsClient {
+        WsClient::connect(&format!("ws://{}/ws", self.addr)).await
+    }
+
+    /// An HTTP client for `/v1`.
+    pub fn http(&self) -> Http {
+        Http {
+            base: self.url(""),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Shuts the host down gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("the host stops in time")
+                .expect("the host task")
+                .expect("the host stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A `/ws` client: sends requests with ids, matches replies, and buffers pushed events.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    events: VecDeque<Value>,
+}
+
+/// How a socket ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// A Close frame arrived (if the server sent one) and then the stream ended.
+    Closed(Option<CloseFrame>),
+    /// The connection broke without a Close frame.
+    Broken(String),
+}
+
+impl WsClient {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> WsClient {
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("the WebSocket handshake succeeds");
+        WsClient {
+            socket,
+            next_id: 1,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.socket
+            .send(Message::text(text.into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// Sends a frame.
+    pub async fn send(&mut self, message: Message) {
+        self.socket.send(message).await.expect("send a frame");
+    }
+
+    /// The next JSON frame, whatever it is.
+    async fn next_frame(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("the socket is open")
+                .expect("the frame reads");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("frames are JSON");
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next reply (a frame with an `ack`), buffering events that arrive before it.
+    pub async fn next_reply(&mut self) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame.get("ack").is_some() {
+                return frame;
+            }
+            self.events.push_back(frame);
+        }
+    }
+
+    /// Sends `event` with `data` and returns its ack.
+    pub async fn request(&mut self, event: &str, data: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_text(json!({"id": id, "event": event, "data": data}).to_string())
+            .await;
+        let reply = self.next_reply().await;
+        assert_eq!(
+            reply["id"],
+            json!(id),
+            "replies come back in order: {reply}"
+        );
+        reply["ack"].clone()
+    }
+
+    /// Like [`Self::request`], asserting `ok: true`.
+    pub async fn ok(&mut self, event: &str, data: Value) -> Value {
+        let ack = self.request(event, data.clone()).await;
+        assert_eq!(ack["ok"], json!(true), "{event} {data} failed: {ack}");
+        ack
+    }
+
+    /// Like [`Self::request`], asserting the error code and returning the message.
+    pub async fn fails(&mut self, event: &str, data: Value, code: &str) -> String {
+        let ack = self.request(event, data.clone()).await;
+        assert_eq!(
+            ack["ok"],
+            json!(false),
+            "{event} {data} should fail with {code}: {ack}"
+        );
+        assert_eq!(ack["error"]["code"], json!(code), "{event} {data}: {ack}");
+        ack["error"]["message"]
+            .as_str()
+            .expect("errors have a message")
+            .to_owned()
+    }
+
+    /// Joins `room` as `user` with `state`; returns (connId, epoch, ack).
+    pub async fn join(&mut self, room: &str, user: &str, state: Value) -> (String, u64, Value) {
+        let ack = self
+            .ok(
+                "presence:join",
+                json!({"roomId": room, "userId": user, "state": state}),
+            )
+            .await;
+        let conn_id = ack["self"]["connId"].as_str().expect("connId").to_owned();
+        let epoch = ack["self"]["epoch"].as_u64().expect("epoch");
+        // The joiner sees its own join event; take it so tests see only what follows.
+        let own = self
+            .next_event_where(|e| e["connId"] == json!(conn_id))
+            .await;
+        assert_eq!(own["type"], "join");
+        (conn_id, epoch, ack)
+    }
+
+    /// The next pushed event: `data` of `{"event": ..., "data": ...}`, with the event name
+    /// under `"event"` added to it.
+    pub async fn next_event(&mut self) -> Value {
+        let frame = match self.events.pop_front() {
+            Some(frame) => frame,
+            None => {
+                let frame = self.next_frame().await;
+                assert!(
+                    frame.get("ack").is_none(),
+                    "a reply arrived while waiting for an event: {frame}"
+                );
+                frame
+            }
+        };
+        let mut data = frame["data"].clone();
+        data["event"] = frame["event"].clone();
+        data
+    }
+
+    /// Skips events until one matches.
+    pub async fn next_event_where(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let event = self.next_event().await;
+            if matches(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// Asserts that no event arrives within `window`.
+    pub async fn expect_silence(&mut self, window: Duration) {
+        if let Some(frame) = self.events.pop_front() {
+            panic!("expected no event, got {frame}");
+        }
+        match tokio::time::timeout(window, self.socket.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            Ok(other) => panic!("expected no event, got {other:?}"),
+        }
+    }
+
+    /// Reads until the socket ends; how it ended.
+    pub async fn ended(&mut self) -> Ended {
+        let mut close = None;
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await {
+                Err(_) => panic!("the socket did not end within {WAIT:?}"),
+                Ok(None) => return Ended::Closed(close),
+                Ok(Some(Err(error))) => {
+                    return match close {
+                        Some(frame) => Ended::Closed(Some(frame)),
+                        None => Ended::Broken(error.to_string()),
+                    };
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => close = frame,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Closes the socket from the client side, like a browser tab going away.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.socket.next()).await {}
+    }
+
+    /// Drops the TCP connection without a Close frame, like a crashed client.
+    pub fn drop_connection(self) {
+        drop(self);
+    }
+}
+
+/// An HTTP client for the `/v1` API.
+pub struct Http {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// Sends `method path` with an optional JSON body; returns (status, body).
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("the response arrives in time")
+            .expect("the request succeeds");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("the body reads");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// Like [`Self::send`], asserting 200 and `ok: true`.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, reply) = self.send(method, path, body).await;
+        assert_eq!(
+            (status, &reply["ok"]),
+            (200, &json!(true)),
+            "{method} {path}: {reply}"
+        );
+        reply
+    }
+
+    /// Like [`Self::send`], asserting the status and error code.
+    pub async fn fails(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+        code: &str,
+    ) -> Value {
+        let (got, reply) = self.send(method, path, body).await;
+        assert_eq!(got, status, "{method} {path}: {reply}");
+        assert_eq!(reply["ok"], json!(false), "{method} {path}: {reply}");
+        assert_eq!(
+            reply["error"]["code"],
+            json!(code),
+            "{method} {path}: {reply}"
+        );
+        reply
+    }
+}
+
+/// Polls `check` until it holds (or fails the test after [`WAIT`]).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

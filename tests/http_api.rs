@@ -1,0 +1,260 @@
+//! The `/v1` HTTP API: the same operations with the same results as the sockets, HTTP
+//! statuses per error code, and HTTP and WebSocket clients seeing each other.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
+use std::time::Duration;
+
+use roster_tests::{EPOCH_MS, TestHost};
+use serde_json::json;
+
+/// Presence over HTTP: join, snapshot, heartbeat with `changed`, epoch fencing, leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_over_http() {
+    let host = TestHost::start().await;
+    let http = host.http();
+    let joined = http
+        .ok(
+            "POST",
+            "/v1/rooms/lobby/connections",
+            Some(json!({"userId": "ada", "state": {"s": 1}})),
+        )
+        .await;
+    let conn = joined["self"]["connId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        joined,
+        json!({"ok": true,
+               "snapshot": [{"connId": conn, "userId": "ada", "state": {"s": 1}, "epoch": EPOCH_MS, "lastSeen": EPOCH_MS}],
+               "self": {"connId": conn, "epoch": EPOCH_MS}})
+    );
+    let beat = format!("/v1/connections/{conn}/heartbeat");
+    assert_eq!(
+        http.ok("POST", &beat, None).await,
+        json!({"ok": true, "changed": false})
+    );
+    assert_eq!(
+        http.ok("POST", &beat, Some(json!({"patchState": {"s": 2}})))
+            .await,
+        json!({"ok": true, "changed": true})
+    );
+    http.ok("POST", &beat, Some(json!({"epoch": EPOCH_MS + 1})))
+        .await;
+    http.fails(
+        "POST",
+        &beat,
+        Some(json!({"epoch": EPOCH_MS})),
+        409,
+        "STALE_EPOCH",
+    )
+    .await;
+
+    let snapshot = http.ok("GET", "/v1/rooms/lobby/connections", None).await;
+    assert_eq!(snapshot["snapshot"][0]["state"], json!({"s": 2}));
+    assert_eq!(snapshot["snapshot"][0]["epoch"], json!(EPOCH_MS + 1));
+
+    assert_eq!(
+        http.ok("DELETE", &format!("/v1/connections/{conn}"), None)
+            .await,
+        json!({"ok": true})
+    );
+    http.fails(
+        "DELETE",
+        &format!("/v1/connections/{conn}"),
+        None,
+        404,
+        "UNKNOWN_CONNECTION",
+    )
+    .await;
+    http.fails("POST", &beat, None, 404, "UNKNOWN_CONNECTION")
+        .await;
+}
+
+/// Metadata and locks over HTTP, with `actorUserId` as the acting user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_over_http() {
+    let host = TestHost::start().await;
+    let http = host.http();
+    let path = "/v1/channels/room/lobby/metadata";
+    let set = http
+        .ok("PUT", path, Some(json!({"items": [{"key": "topic", "value": "hi"}], "options": {"addUserId": true}, "actorUserId": "ada"})))
+        .await;
+    assert_eq!(
+        set,
+        json!({"ok": true, "items": [{"key": "topic", "value": "hi", "revision": 1, "authorUid": "ada"}], "majorRevision": 1})
+    );
+    assert_eq!(http.ok("GET", path, None).await, set);
+    let updated = http
+        .ok(
+            "PATCH",
+            path,
+            Some(json!({"items": [{"key": "topic", "value": "yo", "revision": 1}]})),
+        )
+        .await;
+    assert_eq!(updated["items"][0]["revision"], 2);
+    http.fails(
+        "PATCH",
+        path,
+        Some(json!({"items": [{"key": "topic", "value": "x", "revision": 1}]})),
+        409,
+        "METADATA_CONFLICT",
+    )
+    .await;
+    http.fails(
+        "PUT",
+        path,
+        Some(json!({"items": [{"key": "topic"}]})),
+        400,
+        "METADATA_INVALID",
+    )
+    .await;
+
+    let lock = "/v1/channels/room/lobby/locks/editor";
+    let acquired = http
+        .ok(
+            "POST",
+            lock,
+            Some(json!({"actorUserId": "ada", "ttlMs": 1000})),
+        )
+        .await;
+    assert_eq!(acquired["owner"], "ada");
+    http.fails(
+        "POST",
+        lock,
+        Some(json!({"actorUserId": "bob"})),
+        423,
+        "METADATA_LOCK",
+    )
+    .await;
+    http.fails("POST", lock, None, 401, "UNAUTHORIZED").await;
+    let guarded = json!({"items": [{"key": "doc", "value": "v"}], "options": {"lockName": "editor"}, "actorUserId": "bob"});
+    http.fails("PATCH", path, Some(guarded), 423, "METADATA_LOCK")
+        .await;
+    http.fails(
+        "DELETE",
+        &format!("{lock}?actorUserId=bob"),
+        None,
+        423,
+        "METADATA_LOCK",
+    )
+    .await;
+    http.ok("DELETE", &format!("{lock}?actorUserId=ada"), None)
+        .await;
+
+    let removed = http.ok("DELETE", path, None).await;
+    assert_eq!(
+        removed,
+        json!({"ok": true, "items": [], "majorRevision": 3})
+    );
+}
+
+/// An HTTP join is a `presence:event` for WebSocket members, and a WebSocket member is in
+/// the HTTP snapshot: one semantics across transports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_websocket_clients_see_each_other() {
+    let host = TestHost::start().await;
+    let mut ws = host.connect().await;
+    let (ws_conn, ..) = ws.join("lobby", "ws-user", json!({"via": "ws"})).await;
+    let http = host.http();
+    let joined = http
+        .ok(
+            "POST",
+            "/v1/rooms/lobby/connections",
+            Some(json!({"userId": "http-user"})),
+        )
+        .await;
+    let http_conn = joined["self"]["connId"].as_str().unwrap().to_owned();
+    let event = ws.next_event().await;
+    assert_eq!(
+        (event["type"].clone(), event["connId"].clone()),
+        (json!("join"), json!(http_conn))
+    );
+    assert!(
+        joined["snapshot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["connId"] == json!(ws_conn))
+    );
+
+    http.ok(
+        "POST",
+        &format!("/v1/connections/{http_conn}/heartbeat"),
+        Some(json!({"patchState": {"via": "http"}})),
+    )
+    .await;
+    assert_eq!(ws.next_event().await["state"], json!({"via": "http"}));
+    http.ok(
+        "PUT",
+        "/v1/channels/room/lobby/metadata",
+        Some(json!({"items": [{"key": "k", "value": "v"}]})),
+    )
+    .await;
+    assert_eq!(ws.next_event().await["event"], "metadata:event");
+    // The HTTP API may end a socket's connection; the socket learns it from the leave.
+    http.ok("DELETE", &format!("/v1/connections/{ws_conn}"), None)
+        .await;
+    let leave = ws.next_event().await;
+    assert_eq!(
+        (leave["type"].clone(), leave["connId"].clone()),
+        (json!("leave"), json!(ws_conn))
+    );
+    ws.fails(
+        "presence:heartbeat",
+        json!({"connId": ws_conn}),
+        "UNKNOWN_CONNECTION",
+    )
+    .await;
+    ws.expect_silence(Duration::from_millis(100)).await;
+}
+
+/// Bad requests get JSON errors with their HTTP status; health and metrics answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_and_health() {
+    let host = TestHost::start_with(|c| c.max_frame_bytes = 4096).await;
+    let http = host.http();
+    http.fails(
+        "POST",
+        "/v1/rooms/lobby/connections",
+        Some(json!({"userId": 5})),
+        400,
+        "INVALID_PAYLOAD",
+    )
+    .await;
+    let (status, body) = http.send("POST", "/v1/rooms/lobby/connections", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("INVALID_PAYLOAD"))
+    );
+    let big = json!({"userId": "ada", "state": {"blob": "x".repeat(5000)}});
+    http.fails(
+        "POST",
+        "/v1/rooms/lobby/connections",
+        Some(big),
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    http.fails("GET", "/v1/nope", None, 404, "INVALID_PAYLOAD")
+        .await;
+
+    assert_eq!(
+        http.send("GET", "/healthz", None).await,
+        (200, json!({"ok": true}))
+    );
+    assert_eq!(
+        http.send("GET", "/readyz", None).await,
+        (200, json!({"ok": true, "store": "memory"}))
+    );
+    let (status, metrics) = http.send("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains("roster_component_calls_total{component=\"presence\"}"),
+        "{text}"
+    );
+}
