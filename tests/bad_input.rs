@@ -67,6 +67,13 @@ async fn unknown_events() {
         .await;
     assert!(message.contains("presence:join"), "{message}");
     still_works(&mut client).await;
+    // An event name written with JSON escapes is still that event.
+    let reply = raw_reply(
+        &mut client,
+        r#"{"id": 1, "event": "metadata\u003aget", "data": {"channelType": "t", "channelName": "n"}}"#,
+    )
+    .await;
+    assert_eq!(reply["ack"]["ok"], json!(true), "{reply}");
 }
 
 /// Fields of the wrong type are refused with the field named; presence events get

@@ -148,8 +148,14 @@ impl Session {
     }
 
     async fn join(&mut self, data: JoinData) -> Reply {
-        if let Some(Err(error)) = self.leave_current().await {
-            tracing::debug!(%error, "the connection replaced by a second join was already gone");
+        match self.leave_current().await {
+            Some(Err(error)) if error.code == ErrorCode::UnknownConnection => {
+                tracing::debug!(%error, "the connection replaced by a second join was already gone");
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "could not leave the connection a second join replaces; the reaper will");
+            }
+            _ => {}
         }
         let room_id = data.room_id.clone();
         let user_id = data.user_id.clone();

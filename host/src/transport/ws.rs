@@ -11,6 +11,7 @@
 //! closed, error, idle, server closing), the session leaves, then the writer sends a Close
 //! frame naming the reason.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,7 +55,8 @@ pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Respo
 struct Envelope<'a> {
     #[serde(default, borrow)]
     id: Option<&'a RawValue>,
-    event: &'a str,
+    #[serde(borrow)]
+    event: Cow<'a, str>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
 }
@@ -144,9 +146,11 @@ async fn read_loop(
     }
 }
 
+/// Whether a read failed because a frame passed the hard size limit.
 fn is_capacity_error(error: &axum::Error) -> bool {
-    let text = error.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|error| matches!(error, tungstenite::Error::Capacity(_)))
 }
 
 async fn handle_text(session: &mut Session, text: &str, max_frame: usize) -> String {
@@ -162,7 +166,7 @@ async fn handle_text(session: &mut Session, text: &str, max_frame: usize) -> Str
     }
     match serde_json::from_str::<Envelope<'_>>(text) {
         Ok(envelope) => {
-            let reply = session.handle(envelope.event, envelope.data).await;
+            let reply = session.handle(&envelope.event, envelope.data).await;
             reply_frame(envelope.id, &reply)
         }
         Err(error) => {
