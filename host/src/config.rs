@@ -43,6 +43,13 @@ pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 50;
 /// WebSocket pings keep NATs open and find dead peers; a socket silent for two intervals
 /// is closed.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// Socket.IO's own default ping interval: clients that set none expect it.
+pub const DEFAULT_SOCKETIO_PING_INTERVAL_MS: u64 = 25_000;
+/// Socket.IO's own default ping timeout.
+pub const DEFAULT_SOCKETIO_PING_TIMEOUT_MS: u64 = 20_000;
+/// Browsers on any origin may use the HTTP API and Socket.IO's long-polling, as with the
+/// Node server this replaces; deployments narrow it.
+pub const DEFAULT_CORS_ORIGINS: &str = "*";
 /// A component call normally takes microseconds plus store round trips; a second is
 /// generous for a slow store and still bounds a runaway loop.
 pub const DEFAULT_COMPONENT_DEADLINE_MS: u64 = 1_000;
@@ -137,6 +144,19 @@ pub struct Config {
     #[arg(long, env = "ROSTER_PING_INTERVAL_MS", default_value_t = DEFAULT_PING_INTERVAL_MS)]
     pub ping_interval_ms: u64,
 
+    /// Socket.IO ping interval (ms), sent to clients in the handshake.
+    #[arg(long, env = "ROSTER_SOCKETIO_PING_INTERVAL_MS", default_value_t = DEFAULT_SOCKETIO_PING_INTERVAL_MS)]
+    pub socketio_ping_interval_ms: u64,
+
+    /// Socket.IO ping timeout (ms): a client that does not answer a ping within it is gone.
+    #[arg(long, env = "ROSTER_SOCKETIO_PING_TIMEOUT_MS", default_value_t = DEFAULT_SOCKETIO_PING_TIMEOUT_MS)]
+    pub socketio_ping_timeout_ms: u64,
+
+    /// Origins allowed to call the HTTP API and Socket.IO's long-polling from a browser:
+    /// `*`, or a comma-separated list of origins.
+    #[arg(long, env = "ROSTER_CORS_ORIGINS", default_value = DEFAULT_CORS_ORIGINS)]
+    pub cors_origins: String,
+
     /// Wall-clock deadline of one component call (ms); past it the call fails with
     /// `COMPONENT_FAILED`.
     #[arg(long, env = "ROSTER_COMPONENT_DEADLINE_MS", default_value_t = DEFAULT_COMPONENT_DEADLINE_MS)]
@@ -203,6 +223,9 @@ impl Default for Config {
             max_sockets: DEFAULT_MAX_SOCKETS,
             rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            socketio_ping_interval_ms: DEFAULT_SOCKETIO_PING_INTERVAL_MS,
+            socketio_ping_timeout_ms: DEFAULT_SOCKETIO_PING_TIMEOUT_MS,
+            cors_origins: DEFAULT_CORS_ORIGINS.to_owned(),
             component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
             component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
             component_instances: DEFAULT_COMPONENT_INSTANCES,
@@ -227,6 +250,21 @@ impl Config {
     /// Frames above this close the socket instead of getting an error ack.
     pub fn hard_frame_limit(&self) -> usize {
         self.max_frame_bytes.saturating_mul(4)
+    }
+
+    /// The allowed CORS origins: none means any.
+    pub fn cors_origin_list(&self) -> Result<Option<Vec<axum::http::HeaderValue>>, String> {
+        let origins = self.cors_origins.trim();
+        if origins == "*" {
+            return Ok(None);
+        }
+        origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| axum::http::HeaderValue::from_str(origin).map_err(|_| origin.to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// Checks that the values can work together.
@@ -288,6 +326,23 @@ impl Config {
         }
         if self.ping_interval_ms == 0 {
             return out_of_range("ROSTER_PING_INTERVAL_MS", 0, "must be positive");
+        }
+        if self.socketio_ping_interval_ms == 0 || self.socketio_ping_timeout_ms == 0 {
+            return out_of_range(
+                "ROSTER_SOCKETIO_PING_INTERVAL_MS / ROSTER_SOCKETIO_PING_TIMEOUT_MS",
+                format!(
+                    "{} / {}",
+                    self.socketio_ping_interval_ms, self.socketio_ping_timeout_ms
+                ),
+                "must be positive",
+            );
+        }
+        if let Err(origin) = self.cors_origin_list() {
+            return out_of_range(
+                "ROSTER_CORS_ORIGINS",
+                origin,
+                "must be `*` or a comma-separated list of origins",
+            );
         }
         Ok(())
     }

@@ -10,7 +10,8 @@
 //! - [`protocol`]: the wire JSON: payloads, acks, events, error codes.
 //! - [`hub`]: the node's shared state and the one request path into the components.
 //! - [`session`]: one socket's presence binding and per-socket rules, for every transport.
-//! - [`transport`]: `/ws`, the `/v1` HTTP API, `/healthz`, `/readyz`, `/metrics`.
+//! - [`transport`]: Socket.IO at `/socket.io/`, `/ws`, the `/v1` HTTP API, `/healthz`,
+//!   `/readyz`, `/metrics`.
 //! - [`reaper`]: the periodic reaper tick.
 //! - [`shutdown`]: signals and the graceful drain of sockets.
 //!
@@ -28,7 +29,7 @@ pub mod shutdown;
 pub mod store;
 pub mod transport;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,18 +131,31 @@ impl Node {
         });
         background.close();
 
-        let app = transport::router(Arc::clone(&hub));
+        let (app, socketio) = transport::router(Arc::clone(&hub));
         let stopping = Arc::clone(&hub);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Sockets start closing (and leaving) while HTTP requests drain.
-                stopping.shutdown_token().cancel();
-            })
-            .await;
-        shutdown::drain_sockets(&hub, Duration::from_millis(hub.config().shutdown_grace_ms)).await;
+        let (drained, on_drained) = tokio::sync::oneshot::channel::<()>();
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            // Drain before axum waits for in-flight requests: a Socket.IO long-poll is one,
+            // and ends only when its transport is closed.
+            let grace = Duration::from_millis(stopping.config().shutdown_grace_ms);
+            shutdown::drain(&stopping, &socketio, grace).await;
+            let _ = drained.send(());
+        });
+        // After the drain, requests still in flight are API calls (bounded by the component
+        // deadline) or long-polls of sessions that already left: wait for the former only.
+        let in_flight = hub.config().component_deadline() + Duration::from_secs(1);
+        let cut_off = async move {
+            match on_drained.await {
+                Ok(()) => tokio::time::sleep(in_flight).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            served = served.into_future() => served?,
+            () = cut_off => tracing::warn!(?in_flight, "HTTP requests still open after the drain; stopping anyway"),
+        }
         background.wait().await;
-        served?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -13,6 +13,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    let shutdown = roster_host::shutdown::signal().context("listening for SIGINT and SIGTERM")?;
     let address = (config.host, config.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -21,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         address = %listener.local_addr().context("reading the bound address")?,
         "roster listening"
     );
-    roster_host::run(listener, config, roster_host::shutdown::signal())
+    roster_host::run(listener, config, shutdown)
         .await
         .context("roster stopped with an error")
 }

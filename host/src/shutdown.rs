@@ -1,44 +1,46 @@
 //! Graceful shutdown.
 //!
-//! On SIGINT or SIGTERM the node stops accepting connections, asks every socket to close
-//! (each announces its `leave`, then sends a Close frame with code 1001), and waits for
-//! them up to the grace period. axum's graceful shutdown does not wait for upgraded
-//! sockets (tokio-rs/axum#3003), so sockets are tracked separately.
+//! On SIGINT or SIGTERM the node asks every socket to close (each announces its `leave`;
+//! `/ws` sockets then get a Close frame with code 1001), waits for them up to the grace
+//! period, closes the Socket.IO transports, and then lets axum finish the HTTP requests in
+//! flight. axum's graceful shutdown does not wait for upgraded sockets
+//! (tokio-rs/axum#3003), so sockets are tracked separately; and it would wait for a
+//! Socket.IO long-poll until its transport closes, so the drain runs first.
 
 use std::time::Duration;
 
+use socketioxide::SocketIo;
+
 use crate::hub::Hub;
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Listens for SIGINT (Ctrl-C) and SIGTERM from the moment it is called (a signal that
+/// arrives while the node is still starting is not lost); the future resolves on the first.
+pub fn signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received; shutting down");
+            }
+        })
     }
 }
 
-/// Closes every socket and waits for their tasks, at most `grace`.
-pub async fn drain_sockets(hub: &Hub, grace: Duration) {
+/// Closes every socket (each leaves first) and waits for their tasks, then closes the
+/// Socket.IO transports; at most `grace` for each step.
+pub async fn drain(hub: &Hub, socketio: &SocketIo, grace: Duration) {
     hub.shutdown_token().cancel();
     let tasks = hub.socket_tasks();
     tasks.close();
@@ -50,6 +52,14 @@ pub async fn drain_sockets(hub: &Hub, grace: Duration) {
             "some sockets did not close within the grace period"
         );
     } else if open > 0 {
-        tracing::info!(sockets = open, "closed every socket");
+        tracing::info!(sockets = open, "every socket left and closed");
+    }
+    // Every session has left: drop the Socket.IO transports, which clients treat as a lost
+    // connection and reconnect (to another node).
+    if tokio::time::timeout(grace, socketio.close()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "the Socket.IO transports did not close within the grace period"
+        );
     }
 }

@@ -422,3 +422,123 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A minimal Socket.IO v4 client over a raw WebSocket (Engine.IO v4 framing), for what the
+/// Node suite cannot drive: exact packet timing, raw packets, and the server's internals.
+pub struct SioClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ack: u64,
+    /// Acks that arrived while waiting for another: ack id -> payload.
+    acks: std::collections::HashMap<u64, Value>,
+    /// Events that arrived while waiting for an ack: (name, data).
+    pub events: VecDeque<(String, Value)>,
+}
+
+impl SioClient {
+    /// Opens the Engine.IO session and connects to the `/` namespace; `Err` carries the
+    /// message of a `connect_error`.
+    pub async fn connect(host: &TestHost) -> Result<SioClient, String> {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.addr);
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("the Engine.IO handshake succeeds");
+        let mut client = SioClient {
+            socket,
+            next_ack: 1,
+            acks: std::collections::HashMap::new(),
+            events: VecDeque::new(),
+        };
+        let open = client.next_text().await;
+        assert!(
+            open.starts_with('0'),
+            "expected an Engine.IO open packet, got {open}"
+        );
+        client.send_raw("40").await;
+        let connect = client.next_text().await;
+        if let Some(error) = connect.strip_prefix("44") {
+            let error: Value = serde_json::from_str(error).expect("connect_error is JSON");
+            return Err(error["message"].as_str().unwrap_or_default().to_owned());
+        }
+        assert!(connect.starts_with("40"), "expected CONNECT, got {connect}");
+        Ok(client)
+    }
+
+    /// Sends one Engine.IO message as is (`42...` is a Socket.IO event).
+    pub async fn send_raw(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    async fn next_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a packet arrives in time")
+                .expect("the socket is open")
+                .expect("the packet reads");
+            match message {
+                // Engine.IO ping: answer with pong.
+                Message::Text(text) if text.as_str() == "2" => self.send_raw("3").await,
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Emits `event` with `data` and an ack id, without waiting; returns the id.
+    pub async fn emit(&mut self, event: &str, data: &Value) -> u64 {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send_raw(&format!("42{id}{}", json!([event, data])))
+            .await;
+        id
+    }
+
+    /// The ack for `id`, buffering what arrives before it.
+    pub async fn ack(&mut self, id: u64) -> Value {
+        loop {
+            if let Some(ack) = self.acks.remove(&id) {
+                return ack;
+            }
+            let text = self.next_text().await;
+            if let Some(rest) = text.strip_prefix("43") {
+                let split = rest.find('[').expect("an ack has arguments");
+                let ack_id: u64 = rest[..split].parse().expect("an ack id");
+                let mut arguments: Vec<Value> =
+                    serde_json::from_str(&rest[split..]).expect("ack JSON");
+                self.acks.insert(ack_id, arguments.remove(0));
+            } else if let Some(rest) = text.strip_prefix("42") {
+                let mut arguments: Vec<Value> = serde_json::from_str(rest).expect("event JSON");
+                let data = arguments.pop().expect("event data");
+                let name = arguments
+                    .pop()
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    .expect("event name");
+                self.events.push_back((name, data));
+            } else if text.starts_with('1') || text.starts_with("41") {
+                panic!("the server closed the session: {text}");
+            }
+        }
+    }
+
+    /// Emits and waits for the ack.
+    pub async fn request(&mut self, event: &str, data: Value) -> Value {
+        let id = self.emit(event, &data).await;
+        self.ack(id).await
+    }
+
+    /// Reads until the transport ends.
+    pub async fn ended(&mut self) {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await {
+                Err(_) => panic!("the Socket.IO transport did not end within {WAIT:?}"),
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask run [ARGS...]`: builds (release) and starts the hub on port 3000 with the
 //!   embedded store; ARGS go to `roster`.
-//! - `cargo xtask test`: every test of the workspace.
+//! - `cargo xtask test`: every test: the workspace's Rust tests, then the Socket.IO suite
+//!   (`tests/socketio`, Node's test runner with the real `socket.io-client`) against a
+//!   `roster` binary (installing its npm packages first if they are missing).
 //! - `cargo xtask check`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask build-components [DIR]`: builds the components and copies them to DIR
 //!   (default `target/components`) as `presence.wasm`, `metadata.wasm`, `reaper.wasm`,
@@ -62,7 +64,55 @@ fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<(), String> {
-    cargo(root, &["test", "--workspace", "--locked"], extra)
+    cargo(root, &["test", "--workspace", "--locked"], extra)?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--package",
+            "roster-host",
+            "--bin",
+            "roster",
+        ],
+        &[],
+    )?;
+    socketio_suite(root)
+}
+
+/// Runs the Node suite in `tests/socketio` against the debug `roster` binary.
+fn socketio_suite(root: &Path) -> Result<(), String> {
+    let suite = root.join("tests").join("socketio");
+    if !suite.join("node_modules").is_dir() {
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&suite))?;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&suite)
+        .map_err(|error| format!("cannot list {}: {error}", suite.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    run(Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .args(&files)
+        .env("ROSTER_BIN", target.join("debug").join("roster"))
+        .current_dir(&suite))
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|error| format!("cannot run {command:?} (is Node.js installed?): {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})"))
+    }
 }
 
 fn check(root: &Path) -> Result<(), String> {

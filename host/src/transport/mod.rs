@@ -1,11 +1,13 @@
 //! The network surface: one axum router for every transport.
 //!
+//! - [`socketio`]: Socket.IO v4 at `/socket.io/`;
 //! - [`ws`]: the plain WebSocket transport at `/ws`;
 //! - [`http`]: the REST API under `/v1/`;
 //! - here: `/healthz` (alive), `/readyz` (store reachable, not shutting down) and
 //!   `/metrics` (Prometheus text).
 
 pub mod http;
+pub mod socketio;
 pub mod ws;
 
 use std::fmt::Write as _;
@@ -17,20 +19,33 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use socketioxide::SocketIo;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
 
-/// The node's router.
-pub fn router(hub: Arc<Hub>) -> Router {
+/// The node's router, and the Socket.IO handle that closes its transports at shutdown.
+pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
     let body_limit = hub.config().hard_frame_limit();
-    Router::new()
+    let (socketio, io) = socketio::layer(&hub);
+    let cors = match hub.config().cors_origin_list() {
+        Ok(Some(origins)) => CorsLayer::new().allow_origin(AllowOrigin::list(origins)),
+        // Validated at start-up; `*` (or an unreadable list) allows any origin.
+        Ok(None) | Err(_) => CorsLayer::new().allow_origin(AllowOrigin::any()),
+    }
+    .allow_methods(AllowMethods::mirror_request())
+    .allow_headers(AllowHeaders::mirror_request());
+    let router = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(http::routes())
+        .layer(socketio)
+        .layer(cors)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(hub)
+        .with_state(hub);
+    (router, io)
 }
 
 async fn healthz() -> Response {
