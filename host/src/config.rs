@@ -58,6 +58,9 @@ pub const DEFAULT_COMPONENT_DEADLINE_MS: u64 = 1_000;
 pub const DEFAULT_COMPONENT_MEMORY_MIB: u64 = 64;
 /// Live instances per component: concurrent calls beyond this wait for one.
 pub const DEFAULT_COMPONENT_INSTANCES: u32 = 64;
+/// A node that stops renewing is declared dead this long after its last renewal: far below
+/// the TTL, far above a scheduling hiccup (renewals come every third of it).
+pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;
 /// Time to announce every local `leave` and close sockets on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -89,6 +92,11 @@ pub struct Config {
     /// no reaper runs. Default: twice the TTL.
     #[arg(long, env = "PRESENCE_REAPER_LOOKBACK_MS")]
     pub reaper_lookback_ms: Option<u64>,
+
+    /// How long this node's lease lasts (ms); it is renewed every third of that. When a node
+    /// dies without a goodbye, the others remove its connections once its lease expires.
+    #[arg(long, env = "ROSTER_NODE_LEASE_MS", default_value_t = DEFAULT_NODE_LEASE_MS)]
+    pub node_lease_ms: u64,
 
     /// This node's id, stored with the connections it creates. Default: random.
     #[arg(long, env = "ROSTER_NODE_ID")]
@@ -210,6 +218,7 @@ impl Default for Config {
             presence_ttl_ms: DEFAULT_TTL_MS,
             reaper_interval_ms: DEFAULT_REAPER_INTERVAL_MS,
             reaper_lookback_ms: None,
+            node_lease_ms: DEFAULT_NODE_LEASE_MS,
             node_id: None,
             components_dir: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -295,6 +304,13 @@ impl Config {
                 self.lookback_ms(),
                 "must be at least PRESENCE_TTL_MS + PRESENCE_REAPER_INTERVAL_MS, or records \
                  would vanish before the reaper announces them",
+            );
+        }
+        if self.node_lease_ms < 300 {
+            return out_of_range(
+                "ROSTER_NODE_LEASE_MS",
+                self.node_lease_ms,
+                "must be at least 300 (it is renewed every third of it)",
             );
         }
         if self.max_frame_bytes < 1024 {

@@ -16,8 +16,8 @@ use crate::config::{Clock, Config};
 use crate::protocol::{ApiError, JoinData};
 use crate::runtime::bindings::types::{
     CallContext, Channel, ChannelState, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Settings, TickReport,
-    WriteRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Settings, TickOptions,
+    TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -41,6 +41,9 @@ pub struct Hub {
     shutdown: CancellationToken,
     /// Tracks socket tasks, which axum's graceful shutdown does not wait for.
     socket_tasks: TaskTracker,
+    /// Since when (clock ms) every lease renewal of this node has succeeded; 0 while the
+    /// last one failed. Written by the lease task, read by the reaper.
+    renewing_since: AtomicU64,
 }
 
 impl From<CallError> for ApiError {
@@ -90,6 +93,7 @@ impl Hub {
             max_metadata_bytes: config.max_metadata_bytes,
             default_lock_ttl_ms: config.lock_ttl_ms,
             max_lock_ttl_ms: config.max_lock_ttl_ms,
+            node_lease_ms: config.node_lease_ms,
         };
         Hub {
             clock: config.clock.clone(),
@@ -103,6 +107,7 @@ impl Hub {
             next_peer: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             socket_tasks: TaskTracker::new(),
+            renewing_since: AtomicU64::new(0),
         }
     }
 
@@ -225,8 +230,36 @@ impl Hub {
         flatten(self.runtime.release_lock(&self.context(), &request).await)
     }
 
+    /// Renews this node's lease, and records whether renewals keep succeeding.
+    pub async fn renew_lease(&self) -> Result<(), ApiError> {
+        let ctx = self.context();
+        let result = flatten(self.runtime.renew_lease(&ctx).await);
+        if result.is_ok() {
+            let _ = self.renewing_since.compare_exchange(
+                0,
+                ctx.now.max(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            self.renewing_since.store(0, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether this node may judge others dead: only once its own lease has been renewed
+    /// without a failure for a full lease period. After a store outage every lease looks
+    /// expired until its node renews; waiting a lease period gives every live node time to.
+    pub fn may_reap_dead_nodes(&self) -> bool {
+        let since = self.renewing_since.load(Ordering::Relaxed);
+        since != 0 && self.clock.now_ms().saturating_sub(since) >= self.config.node_lease_ms
+    }
+
     /// One reaper tick.
     pub async fn reap(&self) -> Result<TickReport, ApiError> {
-        flatten(self.runtime.tick(&self.context()).await)
+        let options = TickOptions {
+            reap_dead_nodes: self.may_reap_dead_nodes(),
+        };
+        flatten(self.runtime.tick(&self.context(), options).await)
     }
 }

@@ -119,6 +119,7 @@ impl Node {
         let Node { hub, memory } = self;
         let background = TaskTracker::new();
         background.spawn(reaper::run(Arc::clone(&hub)));
+        background.spawn(reaper::renew_leases(Arc::clone(&hub)));
         let sweeper_hub = Arc::clone(&hub);
         background.spawn(async move {
             let mut interval = tokio::time::interval(SWEEP_INTERVAL);

@@ -1,6 +1,7 @@
 //! Schedules the reaper component: a tick every `PRESENCE_REAPER_INTERVAL_MS`, repeated at
 //! once (a bounded number of times) while a tick reports more stale connections than it
-//! took. Every node runs it; the component makes each removal exactly-once.
+//! took; and this node's lease, renewed every third of `ROSTER_NODE_LEASE_MS`. Every node
+//! runs both; the component makes each removal exactly-once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,12 @@ pub async fn run(hub: Arc<Hub>) {
                     if report.reaped > 0 {
                         tracing::info!(reaped = report.reaped, "reaped stale connections");
                     }
+                    if report.orphans > 0 {
+                        tracing::info!(
+                            orphans = report.orphans,
+                            "removed the connections of dead nodes"
+                        );
+                    }
                     if !report.more {
                         break;
                     }
@@ -36,6 +43,33 @@ pub async fn run(hub: Arc<Hub>) {
                     tracing::warn!(%error, "reaper tick failed");
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Renews this node's lease until the hub shuts down: at once, then every third of the
+/// lease, so two renewals can fail before the lease runs out.
+pub async fn renew_leases(hub: Arc<Hub>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(hub.config().node_lease_ms / 3));
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = hub.shutdown_token().cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match hub.renew_lease().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("this node's lease is renewed again");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "could not renew this node's lease");
+                }
+                failing = true;
             }
         }
     }

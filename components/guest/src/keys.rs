@@ -14,8 +14,10 @@
 //! | `roster:v1:{T}:conn:<connId>` | hash | `room`, `user`, `epoch`, `state`, `seen`, `joined`, `node` |
 //! | `roster:v1:{T}:room:<digest>` | set | the room's connection ids |
 //! | `roster:v1:{T}:expiry` | sorted set | the bucket's connection ids scored by last heartbeat |
+//! | `roster:v1:{T}:node:<node>` | set | the bucket's connection ids created by that node |
 //! | `roster:v1:{T}:meta:<type>:<name>` | hash | `major`, `items` (JSON), `type`, `name` |
 //! | `roster:v1:{T}:lock:<type>:<name>:<lock>` | string | the holder's user id, with a TTL |
+//! | `roster:v1:{leases}:nodes` | sorted set | node ids scored by when their lease expires (ms) |
 //!
 //! Channel metadata and locks take the bucket of the channel name (the room their events go
 //! to). In key segments made of client-chosen names, `%`, `:`, `{`, `}` and control
@@ -80,6 +82,18 @@ pub fn room_key(room_digest: u64) -> String {
 /// The sorted set of a bucket's connections by last heartbeat: what the reaper scans.
 pub fn expiry_key(bucket: u16) -> String {
     format!("{}:expiry", tagged(bucket))
+}
+
+/// The set of a bucket's connections created by `node`: what the reaper of another node
+/// reads when `node` dies.
+pub fn node_key(bucket: u16, node: &str) -> String {
+    format!("{}:node:{}", tagged(bucket), escape(node))
+}
+
+/// The sorted set of node leases (node id scored by expiry). Its tag is not a bucket: the
+/// registry lives in a slot of its own.
+pub fn leases_key() -> String {
+    format!("{PREFIX}:{{leases}}:nodes")
 }
 
 /// The hash holding a channel's metadata.
@@ -182,6 +196,7 @@ mod tests {
         let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
         assert_eq!(tag(&conn_key(d, &id)), tag(&room_key(d)));
         assert_eq!(tag(&room_key(d)), tag(&expiry_key(bucket(d))));
+        assert_eq!(tag(&room_key(d)), tag(&node_key(bucket(d), "node-1")));
         assert!(conn_key(d, &id).starts_with("roster:v1:{"));
     }
 

@@ -712,6 +712,7 @@ mod tests {
             max_metadata_bytes: 10,
             default_lock_ttl_ms: 1,
             max_lock_ttl_ms: 1,
+            node_lease_ms: 1,
         };
         assert!(check_limits(&[item("a", "1234", 1), item("b", "1234", 1)], &settings).is_ok());
         let three = [item("a", "", 1), item("b", "", 1), item("c", "", 1)];

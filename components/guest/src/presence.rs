@@ -88,6 +88,10 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             &conn_id,
             score(now),
         ))
+        .op(db::sadd(
+            &keys::node_key(keys::bucket(digest), &ctx.node_id),
+            &conn_id,
+        ))
         .op(Op::Smembers(room_key))
         .build();
     let replies = match db::applied(db::execute_one(create)?) {
@@ -108,7 +112,7 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
         }
     };
     let mut replies = Replies::new(replies);
-    for _ in 0..5 {
+    for _ in 0..6 {
         replies.skip()?;
     }
     let members = replies.members()?;
@@ -543,29 +547,49 @@ fn announce_update(
     }
 }
 
-/// Removes a connection and announces `leave`.
+/// Removes a connection and announces `leave`. Two round trips: the node that created the
+/// connection is read first, because its set is part of the removal.
 pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     if conn_id.is_empty() {
         return Err(fail::invalid("connId must not be empty"));
     }
     let digest =
         keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
-    let guard = db::exists(&keys::conn_key(digest, conn_id));
-    let outcome = db::execute_one(removal_batch(digest, conn_id, guard))?;
+    let conn_key = keys::conn_key(digest, conn_id);
+    let read = BatchBuilder::new()
+        .op(db::hmget(&conn_key, &[f::NODE]))
+        .build();
+    let replies = db::applied(db::execute_one(read)?)
+        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
+    let node = Replies::new(replies)
+        .texts()?
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| fail::unknown_connection(conn_id))?;
+    // The node never changes, so this guard fails only if the connection went meanwhile.
+    let guard = db::field_is(&conn_key, f::NODE, Some(&node));
+    let outcome = db::execute_one(removal_batch(digest, conn_id, Some(&node), vec![guard]))?;
     let replies = db::applied(outcome).map_err(|_| fail::unknown_connection(conn_id))?;
     announce_leave(ctx, conn_id, replies)?.ok_or_else(|| fail::unknown_connection(conn_id))
 }
 
-/// The batch that removes a connection everywhere, if `guard` holds, reading first what its
-/// `leave` needs. Shared by leave and the reaper.
-pub fn removal_batch(digest: u64, conn_id: &str, guard: Guard) -> Batch {
+/// The batch that removes a connection everywhere (its record, its room's set, its
+/// bucket's expiry index, and the set of `node`, the node that created it, when known) if
+/// `guards` hold, reading first what its `leave` needs. Shared by leave and the reaper.
+pub fn removal_batch(digest: u64, conn_id: &str, node: Option<&str>, guards: Vec<Guard>) -> Batch {
     let conn_key = keys::conn_key(digest, conn_id);
-    BatchBuilder::new()
-        .guard(guard)
+    let bucket = keys::bucket(digest);
+    guards
+        .into_iter()
+        .fold(BatchBuilder::new(), BatchBuilder::guard)
         .op(db::hmget(&conn_key, &[f::ROOM, f::USER, f::EPOCH]))
         .op(Op::Del(conn_key))
         .op(db::srem(&keys::room_key(digest), conn_id))
-        .op(db::zrem(&keys::expiry_key(keys::bucket(digest)), conn_id))
+        .op(db::zrem(&keys::expiry_key(bucket), conn_id))
+        .op_if(node.is_some(), || {
+            db::srem(&keys::node_key(bucket, node.unwrap_or_default()), conn_id)
+        })
         .build()
 }
 
@@ -612,6 +636,7 @@ mod tests {
             max_metadata_bytes: 256,
             default_lock_ttl_ms: 30_000,
             max_lock_ttl_ms: 60_000,
+            node_lease_ms: 5_000,
         }
     }
 

@@ -1,35 +1,74 @@
-//! The reaper: removes connections whose last heartbeat is older than the TTL.
+//! The reaper: removes connections whose last heartbeat is older than the TTL, and the
+//! connections of nodes whose lease expired (nodes that died without a goodbye).
 //!
-//! One tick is two round trips whatever the deployment's size: a scan of every bucket's
-//! expiry index (one batch per bucket, pipelined), then one guarded removal batch per stale
-//! connection. The guard (`score-at-most`: the connection is still in the index and still
-//! stale) makes removal exactly-once when several nodes reap at the same time, and keeps a
-//! connection that heart-beat since the scan.
+//! One tick is at most three round trips whatever the deployment's size:
+//! 1. a scan of every bucket's expiry index, and of the lease registry for dead nodes;
+//! 2. the creating node of each stale connection, and the per-bucket sets of dead nodes;
+//! 3. one guarded removal batch per connection, plus the registry entries of dead nodes
+//!    that have nothing left.
+//!
+//! Guards make every removal exactly-once when several nodes reap at once, and keep a
+//! connection that heart-beat since the scan: a stale connection is removed only while it
+//! is still in the index with a stale score; an orphan only while its record still names
+//! the dead node; a dead node's lease only while it is still expired.
 
-use crate::bindings::roster::hub::store::Batch;
+use crate::bindings::roster::hub::store::{Batch, Op};
 use crate::db::{self, BatchBuilder, Replies, score};
-use crate::keys;
+use crate::fail;
+use crate::keys::{self, conn as f};
 use crate::presence;
-use crate::types::{CallContext, Failure, TickReport};
+use crate::types::{CallContext, Failure, TickOptions, TickReport};
 
 /// Stale connections taken from one bucket per tick; a full bucket sets `more`.
 pub const SCAN_LIMIT: u32 = 64;
+
+/// Dead nodes handled per tick.
+pub const DEAD_NODES_PER_TICK: u32 = 4;
+
+/// Orphans (connections of dead nodes) removed per tick; more set `more`.
+pub const ORPHANS_PER_TICK: usize = 4096;
 
 /// The newest `seen` that is stale at `now`, or none before the first TTL has passed.
 pub fn stale_cutoff(now: u64, ttl_ms: u64) -> Option<u64> {
     now.checked_sub(ttl_ms)?.checked_sub(1)
 }
 
+/// A connection to remove.
+struct Doomed {
+    bucket: u16,
+    conn_id: String,
+    /// Why: stale (expiry index) or orphaned (of this dead node).
+    dead_node: Option<String>,
+}
+
+/// Renews this node's lease.
+pub fn renew_lease(ctx: &CallContext) -> Result<(), Failure> {
+    let expires = ctx.now.saturating_add(ctx.settings.node_lease_ms);
+    let batch = BatchBuilder::new()
+        .op(db::zadd(&keys::leases_key(), &ctx.node_id, score(expires)))
+        .build();
+    db::applied(db::execute_one(batch)?)
+        .map(drop)
+        .map_err(|_| fail::internal("an unguarded batch was refused"))
+}
+
+fn members(
+    outcome: crate::bindings::roster::hub::store::BatchOutcome,
+) -> Result<Vec<String>, Failure> {
+    let replies =
+        db::applied(outcome).map_err(|_| fail::internal("an unguarded read was refused"))?;
+    Replies::new(replies).members()
+}
+
 /// One reaper tick.
-pub fn tick(ctx: &CallContext) -> Result<TickReport, Failure> {
-    let Some(cutoff) = stale_cutoff(ctx.now, ctx.settings.ttl_ms) else {
-        return Ok(TickReport {
-            reaped: 0,
-            more: false,
-        });
-    };
-    let scans: Vec<Batch> = (0..keys::BUCKETS)
-        .map(|bucket| {
+pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failure> {
+    let cutoff = stale_cutoff(ctx.now, ctx.settings.ttl_ms);
+    let leases = keys::leases_key();
+
+    // 1. Scan the expiry indexes and the lease registry.
+    let mut scans: Vec<Batch> = Vec::new();
+    if let Some(cutoff) = cutoff {
+        scans.extend((0..keys::BUCKETS).map(|bucket| {
             BatchBuilder::new()
                 .op(db::zrange_by_score(
                     &keys::expiry_key(bucket),
@@ -38,52 +77,190 @@ pub fn tick(ctx: &CallContext) -> Result<TickReport, Failure> {
                     SCAN_LIMIT,
                 ))
                 .build()
-        })
-        .collect();
-    let mut stale = Vec::new();
-    let mut more = false;
-    for (bucket, outcome) in (0..keys::BUCKETS).zip(db::execute(&scans)?) {
-        let replies =
-            db::applied(outcome).map_err(|_| crate::fail::internal("a scan was refused"))?;
-        let members = Replies::new(replies).members()?;
-        more |= members.len() >= SCAN_LIMIT as usize;
-        stale.extend(members.into_iter().map(|conn_id| (bucket, conn_id)));
+        }));
     }
-    if stale.is_empty() {
+    if options.reap_dead_nodes {
+        let expired = score(ctx.now.saturating_sub(1));
+        scans.push(
+            BatchBuilder::new()
+                .op(db::zrange_by_score(
+                    &leases,
+                    i64::MIN,
+                    expired,
+                    DEAD_NODES_PER_TICK + 1,
+                ))
+                .build(),
+        );
+    }
+    let mut outcomes = db::execute(&scans)?.into_iter();
+    let mut more = false;
+    let mut doomed = Vec::new();
+    if cutoff.is_some() {
+        for bucket in 0..keys::BUCKETS {
+            let stale = members(
+                outcomes
+                    .next()
+                    .ok_or_else(|| fail::internal("a scan went missing"))?,
+            )?;
+            more |= stale.len() >= SCAN_LIMIT as usize;
+            doomed.extend(stale.into_iter().map(|conn_id| Doomed {
+                bucket,
+                conn_id,
+                dead_node: None,
+            }));
+        }
+    }
+    let mut dead: Vec<String> = match outcomes.next() {
+        Some(outcome) => members(outcome)?,
+        None => Vec::new(),
+    };
+    dead.retain(|node| *node != ctx.node_id);
+    more |= dead.len() > DEAD_NODES_PER_TICK as usize;
+    dead.truncate(DEAD_NODES_PER_TICK as usize);
+    if doomed.is_empty() && dead.is_empty() {
         return Ok(TickReport {
             reaped: 0,
-            more: false,
+            orphans: 0,
+            more,
         });
     }
 
-    let removals: Vec<Batch> = stale
+    // 2. Who created each stale connection; what each dead node left behind.
+    let mut reads: Vec<Batch> = doomed
         .iter()
-        .map(|(bucket, conn_id)| {
-            let expiry = keys::expiry_key(*bucket);
-            let still_stale = db::score_at_most(&expiry, conn_id, score(cutoff));
-            match keys::conn_room_digest(conn_id) {
-                Some(digest) => presence::removal_batch(digest, conn_id, still_stale),
-                // Not one of our ids: drop it from the index so it is not scanned forever.
-                None => BatchBuilder::new()
-                    .guard(still_stale)
-                    .op(db::zrem(&expiry, conn_id))
-                    .build(),
-            }
+        .map(|d| {
+            let digest = keys::conn_room_digest(&d.conn_id).unwrap_or_default();
+            BatchBuilder::new()
+                .op(db::hmget(&keys::conn_key(digest, &d.conn_id), &[f::NODE]))
+                .build()
         })
         .collect();
+    for node in &dead {
+        reads.extend((0..keys::BUCKETS).map(|bucket| {
+            BatchBuilder::new()
+                .op(Op::Smembers(keys::node_key(bucket, node)))
+                .build()
+        }));
+    }
+    let mut outcomes = db::execute(&reads)?.into_iter();
+    let mut creators: Vec<Option<String>> = Vec::with_capacity(doomed.len());
+    for _ in 0..doomed.len() {
+        let outcome = outcomes
+            .next()
+            .ok_or_else(|| fail::internal("a read went missing"))?;
+        let replies =
+            db::applied(outcome).map_err(|_| fail::internal("an unguarded read was refused"))?;
+        creators.push(Replies::new(replies).texts()?.into_iter().next().flatten());
+    }
+    let mut finished = Vec::new();
+    let mut orphans = 0usize;
+    for node in &dead {
+        let mut left = 0usize;
+        for bucket in 0..keys::BUCKETS {
+            let conns = members(
+                outcomes
+                    .next()
+                    .ok_or_else(|| fail::internal("a read went missing"))?,
+            )?;
+            left += conns.len();
+            for conn_id in conns {
+                if orphans >= ORPHANS_PER_TICK {
+                    more = true;
+                    break;
+                }
+                orphans += 1;
+                creators.push(Some(node.clone()));
+                doomed.push(Doomed {
+                    bucket,
+                    conn_id,
+                    dead_node: Some(node.clone()),
+                });
+            }
+        }
+        if left == 0 {
+            finished.push(node.clone());
+        }
+    }
+
+    // 3. Remove, each under its guard; retire dead nodes with nothing left.
+    let mut removals = Vec::with_capacity(doomed.len() + finished.len());
+    let mut removal_of = Vec::with_capacity(doomed.len());
+    for (d, creator) in doomed.iter().zip(&creators) {
+        let Some(digest) = keys::conn_room_digest(&d.conn_id) else {
+            // Not one of our ids: drop it from where it was found.
+            let index = match &d.dead_node {
+                None => db::zrem(&keys::expiry_key(d.bucket), &d.conn_id),
+                Some(node) => db::srem(&keys::node_key(d.bucket, node), &d.conn_id),
+            };
+            removals.push(BatchBuilder::new().op(index).build());
+            removal_of.push(None);
+            continue;
+        };
+        let conn_key = keys::conn_key(digest, &d.conn_id);
+        let mut guards = Vec::new();
+        if d.dead_node.is_none() {
+            let expiry = keys::expiry_key(d.bucket);
+            guards.push(db::score_at_most(
+                &expiry,
+                &d.conn_id,
+                score(cutoff.unwrap_or(0)),
+            ));
+        }
+        if let Some(creator) = creator {
+            guards.push(db::field_is(&conn_key, f::NODE, Some(creator)));
+        }
+        removals.push(presence::removal_batch(
+            digest,
+            &d.conn_id,
+            creator.as_deref(),
+            guards,
+        ));
+        removal_of.push(Some(removals.len() - 1));
+        if let Some(node) = &d.dead_node {
+            // Whatever became of the connection, it no longer belongs in the dead node's set.
+            removals.push(
+                BatchBuilder::new()
+                    .op(db::srem(&keys::node_key(d.bucket, node), &d.conn_id))
+                    .build(),
+            );
+        }
+    }
+    let expired = score(ctx.now.saturating_sub(1));
+    for node in &finished {
+        removals.push(
+            BatchBuilder::new()
+                .guard(db::score_at_most(&leases, node, expired))
+                .op(db::zrem(&leases, node))
+                .build(),
+        );
+    }
+    let mut outcomes: Vec<Option<_>> = db::execute(&removals)?.into_iter().map(Some).collect();
     let mut reaped = 0u32;
-    for ((_, conn_id), outcome) in stale.iter().zip(db::execute(&removals)?) {
-        // Refused: another node reaped it first, or it heart-beat since the scan.
+    let mut orphaned = 0u32;
+    for (d, index) in doomed.iter().zip(removal_of) {
+        let Some(outcome) = index
+            .and_then(|i| outcomes.get_mut(i))
+            .and_then(Option::take)
+        else {
+            continue;
+        };
+        // Refused: another node removed it first, or it heart-beat since the scan.
         let Ok(replies) = db::applied(outcome) else {
             continue;
         };
-        if keys::conn_room_digest(conn_id).is_some()
-            && presence::announce_leave(ctx, conn_id, replies)?.is_some()
-        {
-            reaped = reaped.saturating_add(1);
+        if presence::announce_leave(ctx, &d.conn_id, replies)?.is_some() {
+            if d.dead_node.is_some() {
+                orphaned = orphaned.saturating_add(1);
+            } else {
+                reaped = reaped.saturating_add(1);
+            }
         }
     }
-    Ok(TickReport { reaped, more })
+    Ok(TickReport {
+        reaped,
+        orphans: orphaned,
+        more,
+    })
 }
 
 #[cfg(test)]

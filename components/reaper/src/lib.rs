@@ -18,12 +18,16 @@ mod bindings {
 }
 
 use bindings::exports::roster::hub::reaper::Guest;
-use roster_guest::types::{CallContext, Failure, TickReport};
+use roster_guest::types::{CallContext, Failure, TickOptions, TickReport};
 
 struct Component;
 
 impl Guest for Component {
-    fn tick(ctx: CallContext) -> Result<TickReport, Failure> {
-        roster_guest::reaper::tick(&ctx)
+    fn tick(ctx: CallContext, options: TickOptions) -> Result<TickReport, Failure> {
+        roster_guest::reaper::tick(&ctx, options)
+    }
+
+    fn renew_lease(ctx: CallContext) -> Result<(), Failure> {
+        roster_guest::reaper::renew_lease(&ctx)
     }
 }

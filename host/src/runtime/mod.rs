@@ -37,7 +37,7 @@ use bindings::presence::{PresenceComponent, PresenceComponentPre};
 use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
     CallContext, Channel, ChannelState, Conn, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest,
-    Joined, Left, LockInfo, LockRequest, TickReport, WriteRequest,
+    Joined, Left, LockInfo, LockRequest, TickOptions, TickReport, WriteRequest,
 };
 pub use host::HostState;
 
@@ -637,11 +637,26 @@ impl Runtime {
     }
 
     /// `reaper.tick`.
-    pub async fn tick(&self, ctx: &CallContext) -> Result<Result<TickReport, Failure>, CallError> {
+    pub async fn tick(
+        &self,
+        ctx: &CallContext,
+        options: TickOptions,
+    ) -> Result<Result<TickReport, Failure>, CallError> {
         self.call(
             &self.reaper,
             async |c: &ReaperComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_reaper().call_tick(store, ctx).await
+                c.roster_hub_reaper().call_tick(store, ctx, options).await
+            },
+        )
+        .await
+    }
+
+    /// `reaper.renew-lease`.
+    pub async fn renew_lease(&self, ctx: &CallContext) -> Result<Result<(), Failure>, CallError> {
+        self.call(
+            &self.reaper,
+            async |c: &ReaperComponent, store: &mut wasmtime::Store<HostState>| {
+                c.roster_hub_reaper().call_renew_lease(store, ctx).await
             },
         )
         .await
