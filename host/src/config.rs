@@ -50,6 +50,9 @@ pub const DEFAULT_SOCKETIO_PING_TIMEOUT_MS: u64 = 20_000;
 /// Browsers on any origin may use the HTTP API and Socket.IO's long-polling, as with the
 /// Node server this replaces; deployments narrow it.
 pub const DEFAULT_CORS_ORIGINS: &str = "*";
+/// A Redis round trip takes well under a millisecond on a LAN; half a second means Redis is
+/// in trouble, and leaves room inside the component deadline for a write and a retry.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
 /// A component call normally takes microseconds plus store round trips; a second is
 /// generous for a slow store and still bounds a runaway loop.
 pub const DEFAULT_COMPONENT_DEADLINE_MS: u64 = 1_000;
@@ -76,9 +79,19 @@ pub struct Config {
     #[arg(long, env = "ROSTER_HOST", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub host: IpAddr,
 
-    /// Redis URL; unset means the embedded in-memory store.
+    /// Redis URL (`redis://`, `rediss://` for TLS); unset means the embedded in-memory
+    /// store. Several comma-separated URLs are the seed nodes of a Redis Cluster.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Treat a single `REDIS_URL` as the seed node of a Redis Cluster.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
+    /// Time one Redis round trip may take before the request fails with
+    /// `STORE_UNAVAILABLE` (ms).
+    #[arg(long, env = "ROSTER_REDIS_TIMEOUT_MS", default_value_t = DEFAULT_REDIS_TIMEOUT_MS)]
+    pub redis_timeout_ms: u64,
 
     /// A connection whose last heartbeat is older than this (ms) is gone.
     #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = DEFAULT_TTL_MS)]
@@ -200,12 +213,9 @@ pub enum ConfigError {
         /// What it must be.
         why: &'static str,
     },
-    /// `REDIS_URL` is set but this build has no Redis backend yet.
-    #[error(
-        "REDIS_URL is set ({0}), but this build of roster has only the embedded store; \
-         unset REDIS_URL to run on it"
-    )]
-    RedisUnsupported(String),
+    /// `REDIS_URL` cannot be used.
+    #[error("REDIS_URL: {0}")]
+    RedisUrl(String),
 }
 
 impl Default for Config {
@@ -215,6 +225,8 @@ impl Default for Config {
             port: DEFAULT_PORT,
             host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             redis_url: None,
+            redis_cluster: false,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
             presence_ttl_ms: DEFAULT_TTL_MS,
             reaper_interval_ms: DEFAULT_REAPER_INTERVAL_MS,
             reaper_lookback_ms: None,
@@ -249,6 +261,11 @@ impl Config {
     pub fn lookback_ms(&self) -> u64 {
         self.reaper_lookback_ms
             .unwrap_or_else(|| self.presence_ttl_ms.saturating_mul(2))
+    }
+
+    /// The Redis round-trip timeout.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
     }
 
     /// The component call deadline.
@@ -290,7 +307,11 @@ impl Config {
             })
         }
         if let Some(url) = &self.redis_url {
-            return Err(ConfigError::RedisUnsupported(url.clone()));
+            crate::store::redis::Target::parse(url, self.redis_cluster)
+                .map_err(ConfigError::RedisUrl)?;
+        }
+        if self.redis_timeout_ms == 0 {
+            return out_of_range("ROSTER_REDIS_TIMEOUT_MS", 0, "must be positive");
         }
         if self.presence_ttl_ms == 0 {
             return out_of_range("PRESENCE_TTL_MS", 0, "must be positive");
@@ -426,13 +447,15 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("PRESENCE_REAPER_LOOKBACK_MS"), "{err}");
         let config = Config {
-            redis_url: Some("redis://localhost".into()),
+            redis_url: Some("http://localhost".into()),
             ..Config::default()
         };
-        assert!(matches!(
-            config.validate(),
-            Err(ConfigError::RedisUnsupported(_))
-        ));
+        assert!(matches!(config.validate(), Err(ConfigError::RedisUrl(_))));
+        let config = Config {
+            redis_url: Some("redis://localhost:6379".into()),
+            ..Config::default()
+        };
+        config.validate().unwrap();
     }
 
     /// A manual clock moves only when advanced.

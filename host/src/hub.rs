@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::Backend;
 use crate::bus::Bus;
 use crate::config::{Clock, Config};
 use crate::protocol::{ApiError, JoinData};
@@ -44,6 +45,11 @@ pub struct Hub {
     /// Since when (clock ms) every lease renewal of this node has succeeded; 0 while the
     /// last one failed. Written by the lease task, read by the reaper.
     renewing_since: AtomicU64,
+    /// Connections whose socket went away while the store was unavailable: their leave is
+    /// retried once it is back, so no ghost stays until the TTL.
+    deferred_leaves: parking_lot::Mutex<Vec<String>>,
+    /// The backend, for its metrics.
+    pub backend: Backend,
 }
 
 impl From<CallError> for ApiError {
@@ -78,12 +84,16 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// A hub over a running runtime and store.
-    pub fn new(config: Config, runtime: Runtime, store: Arc<dyn Store>, bus: Arc<Bus>) -> Self {
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("node-{:08x}", fastrand::u32(..)));
+    /// A hub over a running runtime and store; `shutdown` stops everything it starts.
+    pub fn new(
+        config: Config,
+        node_id: String,
+        runtime: Runtime,
+        store: Arc<dyn Store>,
+        bus: Arc<Bus>,
+        backend: Backend,
+        shutdown: CancellationToken,
+    ) -> Self {
         let settings = Settings {
             ttl_ms: config.presence_ttl_ms,
             lookback_ms: config.lookback_ms(),
@@ -105,9 +115,11 @@ impl Hub {
             bus,
             sockets: AtomicUsize::new(0),
             next_peer: AtomicU64::new(1),
-            shutdown: CancellationToken::new(),
+            shutdown,
             socket_tasks: TaskTracker::new(),
             renewing_since: AtomicU64::new(0),
+            deferred_leaves: parking_lot::Mutex::new(Vec::new()),
+            backend,
         }
     }
 
@@ -261,5 +273,47 @@ impl Hub {
             reap_dead_nodes: self.may_reap_dead_nodes(),
         };
         flatten(self.runtime.tick(&self.context(), options).await)
+    }
+}
+
+impl Hub {
+    /// Remembers a connection whose leave failed because the store was unavailable.
+    pub fn defer_leave(&self, conn_id: String) {
+        self.deferred_leaves.lock().push(conn_id);
+    }
+}
+
+/// How often deferred leaves are retried.
+const DEFERRED_LEAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Retries deferred leaves while the store answers, until the hub shuts down.
+pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
+    let mut interval = tokio::time::interval(DEFERRED_LEAVE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let pending = std::mem::take(&mut *hub.deferred_leaves.lock());
+        if pending.is_empty() {
+            continue;
+        }
+        let mut retry = Vec::new();
+        let mut done = 0usize;
+        for conn_id in pending {
+            match hub.leave(&conn_id).await {
+                Ok(_) => done += 1,
+                Err(error) if error.code == ErrorCode::StoreUnavailable => retry.push(conn_id),
+                // Gone already (reaped, or never written): nothing to do.
+                Err(_) => {}
+            }
+        }
+        if done > 0 {
+            tracing::info!(
+                left = done,
+                "announced leaves that failed while the store was down"
+            );
+        }
+        hub.deferred_leaves.lock().extend(retry);
     }
 }

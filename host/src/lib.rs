@@ -5,8 +5,9 @@
 //! - [`runtime`]: the wasmtime engine, the three component slots, their instance pools, and
 //!   the sandbox (deadline, memory cap, failure isolation) around every call.
 //! - [`store`]: the `Store` trait behind the components' `store` import;
-//!   [`store::memory`] is the embedded backend.
-//! - [`bus`]: fan-out of events to the sockets of a room, bounded per socket.
+//!   [`store::memory`] is the embedded backend, [`store::redis`] Redis and Redis Cluster.
+//! - [`bus`]: fan-out of events to the sockets of a room, bounded per socket;
+//!   [`bus::redis`] carries events between nodes over Redis Pub/Sub.
 //! - [`protocol`]: the wire JSON: payloads, acks, events, error codes.
 //! - [`hub`]: the node's shared state and the one request path into the components.
 //! - [`session`]: one socket's presence binding and per-socket rules, for every transport.
@@ -36,12 +37,14 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+use crate::bus::redis::RedisFeed;
 use crate::bus::{Bus, EventSink};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::runtime::{Components, Limits, Runtime, RuntimeError};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisStore, Target};
 
 /// How often the embedded store frees expired keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -63,21 +66,70 @@ pub enum Error {
     Startup(String),
 }
 
+/// The state backend a node runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded store (one node).
+    Memory(Arc<MemoryStore>),
+    /// Redis, shared with other nodes; events cross nodes through the feed.
+    Redis(Arc<RedisStore>, Arc<RedisFeed>),
+}
+
 /// A node, built and ready to serve.
 #[derive(Debug)]
 pub struct Node {
     /// The shared state and request path.
     pub hub: Arc<Hub>,
-    /// The embedded store, for its sweeper.
-    memory: Arc<MemoryStore>,
+    /// Tasks that run until shutdown (store health, event feed, reaper, ...).
+    background: TaskTracker,
 }
 
-/// Builds the node: store, bus, runtime (compiling the components off the executor).
+/// Builds the node: store, bus, runtime (compiling the components off the executor). With
+/// Redis, the connection is made in the background: the node starts (not ready) while
+/// Redis is down.
 pub async fn start(config: Config) -> Result<Node, Error> {
     config.validate()?;
-    let memory = Arc::new(MemoryStore::new(config.clock.clone()));
-    let store: Arc<dyn Store> = memory.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let background = TaskTracker::new();
     let bus = Arc::new(Bus::new());
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{:08x}", fastrand::u32(..)));
+    let (store, events, backend): (Arc<dyn Store>, Arc<dyn EventSink>, Backend) = match &config
+        .redis_url
+    {
+        None => {
+            let memory = Arc::new(MemoryStore::new(config.clock.clone()));
+            let sweeper = Arc::clone(&memory);
+            let stop = shutdown.clone();
+            background.spawn(async move {
+                let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        _ = interval.tick() => { sweeper.sweep(); }
+                    }
+                }
+            });
+            (memory.clone(), bus.clone(), Backend::Memory(memory))
+        }
+        Some(url) => {
+            let target = Target::parse(url, config.redis_cluster).map_err(ConfigError::RedisUrl)?;
+            tracing::info!(redis = %target.describe(), "using Redis");
+            let redis = Arc::new(RedisStore::new(target, config.redis_timeout()));
+            background.spawn(Arc::clone(&redis).run_health(shutdown.clone()));
+            let feed = RedisFeed::start(
+                node_id.clone(),
+                Arc::clone(&bus),
+                Arc::clone(&redis),
+                config.redis_timeout(),
+                shutdown.clone(),
+                &background,
+            );
+            (redis.clone(), feed.clone(), Backend::Redis(redis, feed))
+        }
+    };
     let components = match &config.components_dir {
         Some(dir) => Components::from_dir(dir),
         None => Components::embedded(),
@@ -88,7 +140,6 @@ pub async fn start(config: Config) -> Result<Node, Error> {
             .unwrap_or(usize::MAX),
         instances: config.component_instances,
     };
-    let events: Arc<dyn EventSink> = bus.clone();
     let runtime_store = Arc::clone(&store);
     let loaded = components.clone();
     let runtime =
@@ -96,16 +147,17 @@ pub async fn start(config: Config) -> Result<Node, Error> {
             .await
             .map_err(|error| Error::Startup(error.to_string()))??;
     tracing::info!(
+        node = %node_id,
         presence = %components.presence,
         metadata = %components.metadata,
         reaper = %components.reaper,
         store = store.kind(),
         "components loaded"
     );
-    Ok(Node {
-        hub: Arc::new(Hub::new(config, runtime, store, bus)),
-        memory,
-    })
+    let hub = Arc::new(Hub::new(
+        config, node_id, runtime, store, bus, backend, shutdown,
+    ));
+    Ok(Node { hub, background })
 }
 
 impl Node {
@@ -116,20 +168,10 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let Node { hub, memory } = self;
-        let background = TaskTracker::new();
+        let Node { hub, background } = self;
         background.spawn(reaper::run(Arc::clone(&hub)));
         background.spawn(reaper::renew_leases(Arc::clone(&hub)));
-        let sweeper_hub = Arc::clone(&hub);
-        background.spawn(async move {
-            let mut interval = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    () = sweeper_hub.shutdown_token().cancelled() => return,
-                    _ = interval.tick() => { memory.sweep(); }
-                }
-            }
-        });
+        background.spawn(hub::retry_deferred_leaves(Arc::clone(&hub)));
         background.close();
 
         let (app, socketio) = transport::router(Arc::clone(&hub));

@@ -159,8 +159,18 @@ impl Session {
         }
         let room_id = data.room_id.clone();
         let user_id = data.user_id.clone();
-        // Subscribe first, so the joiner sees its own `join` like everyone else.
-        self.hub.bus.subscribe(&room_id, &self.peer);
+        // Subscribe first, so the joiner sees its own `join` like everyone else (and, with
+        // other nodes, so their events for the room already flow when the join lands).
+        self.hub
+            .bus
+            .subscribe(&room_id, &self.peer)
+            .await
+            .map_err(|why| {
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("cannot follow room {room_id:?}: {why}"),
+                )
+            })?;
         match self.hub.join(data).await {
             Ok(joined) => {
                 self.peer.set_binding(Some(Binding {
@@ -239,10 +249,18 @@ impl Session {
 
     /// The socket went away (or is being closed): leave as if it had said so.
     pub async fn close(&mut self) {
-        if let Some(Err(error)) = self.leave_current().await
-            && error.code != ErrorCode::UnknownConnection
-        {
-            tracing::warn!(%error, "could not announce the leave of a closed socket; the reaper will");
+        let conn_id = self.peer.binding().map(|binding| binding.conn_id);
+        match self.leave_current().await {
+            Some(Err(error)) if error.code == ErrorCode::StoreUnavailable => {
+                if let Some(conn_id) = conn_id {
+                    tracing::info!(%conn_id, "the store is unavailable; the leave will be retried");
+                    self.hub.defer_leave(conn_id);
+                }
+            }
+            Some(Err(error)) if error.code != ErrorCode::UnknownConnection => {
+                tracing::warn!(%error, "could not announce the leave of a closed socket; the reaper will");
+            }
+            _ => {}
         }
     }
 }

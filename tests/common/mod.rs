@@ -40,14 +40,16 @@ pub fn chaos_presence() -> PathBuf {
     PathBuf::from(env!("ROSTER_FIXTURE_CHAOS_PRESENCE"))
 }
 
-/// The configuration tests start from: a manual clock, a fast reaper, no rate limit.
+/// The configuration tests start from: a manual clock, a fast reaper, no rate limit, and
+/// node leases longer than any clock jump a test makes (a lease is judged by the clock;
+/// tests of node death set their own short lease on the real clock).
 pub fn test_config() -> Config {
     Config {
         port: 0,
         clock: Clock::manual(EPOCH_MS),
         reaper_interval_ms: 20,
         rate_limit_per_sec: 0,
-        node_id: Some("test-node".into()),
+        node_lease_ms: 3_600_000,
         ..Config::default()
     }
 }
@@ -540,5 +542,244 @@ impl SioClient {
                 Ok(Some(Ok(_))) => {}
             }
         }
+    }
+}
+
+/// A real `redis-server` on a free port, for this test only; killed on drop.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Option<std::process::Child>,
+    extra: Vec<String>,
+}
+
+/// A free TCP port on loopback (and, with `cluster_bus`, its +10000 cluster-bus port too).
+pub fn free_port(cluster_bus: bool) -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        if !cluster_bus {
+            return port;
+        }
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisServer {
+    /// Starts a standalone server without persistence.
+    pub async fn start() -> RedisServer {
+        RedisServer::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `redis-server` arguments.
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(extra.contains(&"--cluster-enabled")),
+            dir: tempfile::tempdir().expect("a temp dir"),
+            process: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install it: apt-get install redis-server)");
+        self.process = Some(child);
+        let port = self.port;
+        eventually("redis-server to answer PING", || async move {
+            redis_cli(port, &["PING"]).trim() == "PONG"
+        })
+        .await;
+    }
+
+    /// `redis://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (like a crash or a restart's first half).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (with the same data directory).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Runs `redis-cli` against this server and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
+    /// The `calls` of `cmdstat_<command>` in `INFO commandstats`.
+    pub fn calls(&self, command: &str) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// A real three-master Redis Cluster (`redis-server --cluster-enabled yes` and
+/// `redis-cli --cluster create`), for this test only.
+pub struct RedisCluster {
+    /// The masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three masters and forms the cluster; returns once it reports `ok`.
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--appendonly",
+                    "no",
+                ])
+                .await,
+            );
+        }
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend([
+            "--cluster-replicas".into(),
+            "0".into(),
+            "--cluster-yes".into(),
+        ]);
+        let output = std::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            output.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        for node in &nodes {
+            let port = node.port;
+            eventually("the cluster to be ok", || async move {
+                redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            })
+            .await;
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The `REDIS_URL` of the cluster: every master, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `calls` of a command summed over the masters.
+    pub fn calls(&self, command: &str) -> u64 {
+        self.nodes.iter().map(|n| n.calls(command)).sum()
+    }
+}
+
+/// A node on a runtime of its own, so a test can crash it: [`CrashableHost::crash`] drops
+/// every task of the node at once, without a goodbye, as `kill -9` would.
+pub struct CrashableHost {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state.
+    pub hub: Arc<Hub>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl CrashableHost {
+    /// Starts a node with `config` on its own two-thread runtime.
+    pub async fn start(config: Config) -> CrashableHost {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let (ready, started) = oneshot::channel();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let node = roster_host::start(config).await.expect("the node starts");
+            let _ = ready.send(Arc::clone(&node.hub));
+            let _ = node.serve(listener, std::future::pending()).await;
+        });
+        let hub = tokio::time::timeout(WAIT, started)
+            .await
+            .expect("start in time")
+            .expect("started");
+        CrashableHost {
+            addr,
+            hub,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// A WebSocket client on its `/ws`.
+    pub async fn connect(&self) -> WsClient {
+        WsClient::connect(&format!("ws://{}/ws", self.addr)).await
+    }
+
+    /// Kills the node: its tasks are dropped mid-flight, its sockets close, nothing leaves.
+    pub fn crash(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableHost {
+    fn drop(&mut self) {
+        self.crash();
     }
 }

@@ -7,8 +7,10 @@
 //! [`StoreError::Rejected`] when the call itself is wrong (a component bug).
 //!
 //! - [`memory`]: the embedded in-memory store (the default: one binary, no setup).
+//! - [`redis`]: Redis or Redis Cluster, shared by many nodes.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

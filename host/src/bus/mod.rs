@@ -9,10 +9,17 @@
 //! The bus also knows which local socket holds which presence connection, so that when a
 //! `leave` for that connection is published by someone else (the reaper, the HTTP API, a
 //! second join), the socket is unbound and stops receiving the room's events.
+//!
+//! With several nodes, a [`RoomFeed`] brings the other nodes' events: the bus watches a
+//! room on the feed while it has local subscribers ([`redis`] relays over Redis Pub/Sub).
+
+pub mod redis;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -20,6 +27,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Published;
 use crate::runtime::bindings::events::Event;
+
+/// Other nodes' events for the rooms this node watches.
+pub trait RoomFeed: Send + Sync + 'static {
+    /// Starts receiving `room_id`'s events from other nodes; resolves once they flow (at
+    /// once if they already do). Safe to call for a room already watched.
+    fn watch<'a>(
+        &'a self,
+        room_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    /// Stops receiving `room_id`'s events (the last local subscriber left).
+    fn unwatch(&self, room_id: &str);
+}
 
 /// Where the `events` import delivers.
 pub trait EventSink: Send + Sync + 'static {
@@ -184,7 +203,7 @@ pub struct BusStats {
 }
 
 /// The in-process bus.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Bus {
     /// Room id -> subscribed peers by id. A peer is in at most one room (its binding's, or
     /// the one it is joining).
@@ -193,6 +212,16 @@ pub struct Bus {
     conns: Mutex<HashMap<String, Arc<Peer>>>,
     /// Counters.
     pub stats: BusStats,
+    /// Other nodes' events, when there are other nodes. Set once at start-up.
+    feed: OnceLock<Arc<dyn RoomFeed>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("rooms", &self.room_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Bus {
@@ -201,24 +230,55 @@ impl Bus {
         Self::default()
     }
 
-    /// Subscribes `peer` to `room_id`'s events.
-    pub fn subscribe(&self, room_id: &str, peer: &Arc<Peer>) {
+    /// Connects the bus to other nodes' events. Only the first call counts.
+    pub fn set_feed(&self, feed: Arc<dyn RoomFeed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Subscribes `peer` to `room_id`'s events, and, with other nodes, waits until their
+    /// events for the room flow too: a socket that joins after this misses nothing.
+    pub async fn subscribe(&self, room_id: &str, peer: &Arc<Peer>) -> Result<(), String> {
         self.rooms
             .write()
             .entry(room_id.to_owned())
             .or_default()
             .insert(peer.id, Arc::clone(peer));
+        match self.feed.get() {
+            Some(feed) => {
+                let watched = feed.watch(room_id).await;
+                if watched.is_err() {
+                    self.unsubscribe(room_id, peer.id);
+                }
+                watched
+            }
+            None => Ok(()),
+        }
     }
 
     /// Unsubscribes a peer from a room.
     pub fn unsubscribe(&self, room_id: &str, peer_id: u64) {
-        let mut rooms = self.rooms.write();
-        if let Some(members) = rooms.get_mut(room_id) {
-            members.remove(&peer_id);
-            if members.is_empty() {
-                rooms.remove(room_id);
+        let emptied = {
+            let mut rooms = self.rooms.write();
+            match rooms.get_mut(room_id) {
+                Some(members) => {
+                    members.remove(&peer_id);
+                    let emptied = members.is_empty();
+                    if emptied {
+                        rooms.remove(room_id);
+                    }
+                    emptied
+                }
+                None => false,
             }
+        };
+        if emptied && let Some(feed) = self.feed.get() {
+            feed.unwatch(room_id);
         }
+    }
+
+    /// Whether the room has a local subscriber.
+    pub fn has_subscribers(&self, room_id: &str) -> bool {
+        self.rooms.read().contains_key(room_id)
     }
 
     /// Records that `peer` holds `conn_id`.
@@ -238,9 +298,8 @@ impl Bus {
         self.rooms.read().len()
     }
 
-    /// Delivers a published event to its room.
-    pub fn deliver(&self, published: Published) {
-        let published = Arc::new(published);
+    /// Delivers a published event to its local room.
+    pub fn deliver(&self, published: Arc<Published>) {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let mut delivered = 0u64;
         let mut overflowed = 0u64;
@@ -272,7 +331,7 @@ impl Bus {
 
 impl EventSink for Bus {
     fn publish(&self, event: Event) {
-        self.deliver(Published::from_event(event));
+        self.deliver(Arc::new(Published::from_event(event)));
     }
 }
 
@@ -280,6 +339,11 @@ impl EventSink for Bus {
 mod tests {
     use super::*;
     use crate::runtime::bindings::types::{PresenceChange, PresenceEvent};
+
+    /// Runs a future that never waits (no feed is set in these tests).
+    fn block_on<F: Future>(future: F) -> F::Output {
+        futures_util::FutureExt::now_or_never(future).expect("completes without waiting")
+    }
 
     fn peer(id: u64, capacity: usize) -> (Arc<Peer>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity);
@@ -304,8 +368,8 @@ mod tests {
         let bus = Bus::new();
         let (a, mut rx_a) = peer(1, 4);
         let (b, mut rx_b) = peer(2, 4);
-        bus.subscribe("lobby", &a);
-        bus.subscribe("other", &b);
+        block_on(bus.subscribe("lobby", &a)).unwrap();
+        block_on(bus.subscribe("other", &b)).unwrap();
         bus.publish(event(PresenceChange::Join, "lobby", "c1"));
         assert!(matches!(rx_a.try_recv(), Ok(Outbound::Event(e)) if e.room_id == "lobby"));
         assert!(rx_b.try_recv().is_err());
@@ -316,7 +380,7 @@ mod tests {
     fn slow_readers_are_closed() {
         let bus = Bus::new();
         let (a, _rx) = peer(1, 2);
-        bus.subscribe("lobby", &a);
+        block_on(bus.subscribe("lobby", &a)).unwrap();
         for _ in 0..3 {
             bus.publish(event(PresenceChange::Update, "lobby", "c1"));
         }
@@ -331,7 +395,7 @@ mod tests {
     fn leave_unbinds_the_local_holder() {
         let bus = Bus::new();
         let (a, mut rx) = peer(1, 4);
-        bus.subscribe("lobby", &a);
+        block_on(bus.subscribe("lobby", &a)).unwrap();
         a.set_binding(Some(Binding {
             conn_id: "c1".into(),
             room_id: "lobby".into(),
@@ -351,7 +415,7 @@ mod tests {
     fn stale_leave_keeps_a_rejoined_socket() {
         let bus = Bus::new();
         let (a, _rx) = peer(1, 4);
-        bus.subscribe("lobby", &a);
+        block_on(bus.subscribe("lobby", &a)).unwrap();
         bus.bind("c1", &a);
         a.set_binding(Some(Binding {
             conn_id: "c2".into(),

@@ -1,0 +1,352 @@
+//! Cross-node events over Redis Pub/Sub.
+//!
+//! Every event a component publishes on this node is delivered to the local sockets at
+//! once and published on the room's channel, `roster:v1:events:<roomId>`, wrapped in an
+//! envelope that names the node. Each node subscribes only to the rooms it has sockets in
+//! (the bus tells it when), relays what arrives to its local sockets, and skips its own
+//! envelopes (already delivered).
+//!
+//! Three tasks, so that no caller ever waits on Redis for an event:
+//! - the *publisher* drains a bounded queue of outgoing envelopes, pipelining what has
+//!   accumulated, in publish order (a full queue drops, and counts, rather than block a
+//!   component call);
+//! - the *subscriber* owns the Pub/Sub connection (RESP3, so subscriptions are replayed by
+//!   the client after a reconnect) and applies watch / unwatch requests in order, pinging
+//!   so a lost connection is noticed and restored;
+//! - the *receiver* turns incoming messages into local deliveries.
+//!
+//! On a Redis Cluster, classic Pub/Sub is used: a message published on any node reaches
+//! subscribers on every node.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, EventSink, RoomFeed};
+use crate::protocol::{METADATA_EVENT, PRESENCE_EVENT, Published};
+use crate::runtime::bindings::events::Event;
+use crate::store::redis::{Conn, PushQueue, RedisStore, Target};
+
+/// Envelopes waiting to be published; beyond this, events are dropped (and counted).
+const OUTBOX: usize = 16_384;
+/// Publishes sent in one pipeline at most.
+const PUBLISH_BATCH: usize = 256;
+/// Incoming messages waiting to be relayed; beyond this, Redis' pushes are dropped.
+const INBOX: usize = 65_536;
+
+/// The channel of a room's events (layout version 1).
+pub fn channel(room_id: &str) -> String {
+    format!("roster:v1:events:{room_id}")
+}
+
+/// What travels on a room's channel (layout version 1). Strings borrow from the message
+/// when they hold no escapes.
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    /// The envelope format.
+    v: u32,
+    /// The publishing node: receivers skip their own.
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    /// The room whose members get it.
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    /// `presence:event` or `metadata:event`.
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    /// For a presence `leave`, the connection that left.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    leave: Option<Cow<'a, str>>,
+    /// The event's payload, as clients receive it.
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Envelopes published.
+    pub published: AtomicU64,
+    /// Envelopes dropped: the outbox was full or Redis refused them.
+    pub dropped: AtomicU64,
+    /// Envelopes from other nodes delivered locally.
+    pub relayed: AtomicU64,
+}
+
+enum Command {
+    Watch(String, oneshot::Sender<Result<(), String>>),
+    Unwatch(String),
+}
+
+/// The events sink and room feed of a node that shares Redis with others.
+pub struct RedisFeed {
+    node_id: String,
+    bus: Arc<Bus>,
+    outbox: mpsc::Sender<(String, String)>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Counters.
+    pub stats: Arc<FeedStats>,
+}
+
+impl std::fmt::Debug for RedisFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFeed")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFeed {
+    /// Starts the feed's tasks (until `shutdown`) and connects it to `bus`.
+    pub fn start(
+        node_id: String,
+        bus: Arc<Bus>,
+        store: Arc<RedisStore>,
+        timeout: Duration,
+        shutdown: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Arc<RedisFeed> {
+        let (outbox, outgoing) = mpsc::channel(OUTBOX);
+        let (commands, requests) = mpsc::unbounded_channel();
+        let (push, pushes) = PushQueue::new(INBOX);
+        let stats = Arc::new(FeedStats::default());
+        let feed = Arc::new(RedisFeed {
+            node_id: node_id.clone(),
+            bus: Arc::clone(&bus),
+            outbox,
+            commands,
+            stats: Arc::clone(&stats),
+        });
+        tasks.spawn(publisher(
+            Arc::clone(&store),
+            outgoing,
+            Arc::clone(&stats),
+            shutdown.clone(),
+        ));
+        tasks.spawn(subscriber(
+            store.target().clone(),
+            timeout,
+            push,
+            requests,
+            shutdown.clone(),
+        ));
+        tasks.spawn(receiver(node_id, bus.clone(), pushes, stats, shutdown));
+        bus.set_feed(feed.clone());
+        feed
+    }
+}
+
+impl EventSink for RedisFeed {
+    fn publish(&self, event: Event) {
+        let published = Arc::new(Published::from_event(event));
+        let envelope = Envelope {
+            v: 1,
+            node: Cow::Borrowed(&self.node_id),
+            room: Cow::Borrowed(&published.room_id),
+            name: Cow::Borrowed(published.name),
+            leave: published.leave_of.as_deref().map(Cow::Borrowed),
+            data: &published.data,
+        };
+        let message = serde_json::to_string(&envelope).ok();
+        let room = published.room_id.clone();
+        self.bus.deliver(published);
+        let queued =
+            message.is_some_and(|message| self.outbox.try_send((channel(&room), message)).is_ok());
+        if !queued {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl RoomFeed for RedisFeed {
+    fn watch<'a>(
+        &'a self,
+        room_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let (done, watched) = oneshot::channel();
+            self.commands
+                .send(Command::Watch(room_id.to_owned(), done))
+                .map_err(|_| String::from("the event feed has stopped"))?;
+            watched
+                .await
+                .map_err(|_| String::from("the event feed has stopped"))?
+        })
+    }
+
+    fn unwatch(&self, room_id: &str) {
+        let _ = self.commands.send(Command::Unwatch(room_id.to_owned()));
+    }
+}
+
+async fn publisher(
+    store: Arc<RedisStore>,
+    mut outgoing: mpsc::Receiver<(String, String)>,
+    stats: Arc<FeedStats>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        let first = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = outgoing.recv() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        batch.push(first);
+        while batch.len() < PUBLISH_BATCH {
+            match outgoing.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        match store.publish_all(&batch).await {
+            Ok(()) => stats.published.fetch_add(count, Ordering::Relaxed),
+            Err(error) => {
+                tracing::debug!(?error, count, "could not publish events to other nodes");
+                stats.dropped.fetch_add(count, Ordering::Relaxed)
+            }
+        };
+        batch.clear();
+    }
+}
+
+async fn subscriber(
+    target: Target,
+    timeout: Duration,
+    push: PushQueue,
+    mut requests: mpsc::UnboundedReceiver<Command>,
+    shutdown: CancellationToken,
+) {
+    let mut conn: Option<Conn> = None;
+    let mut watched: HashSet<String> = HashSet::new();
+    let mut ping = tokio::time::interval(crate::store::redis::HEALTH_INTERVAL * 4);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let command = tokio::select! {
+            () = shutdown.cancelled() => return,
+            command = requests.recv() => match command {
+                Some(command) => command,
+                None => return,
+            },
+            _ = ping.tick() => {
+                // Sending something is what makes a lost connection reconnect (and
+                // resubscribe); a connection that never opened is opened here.
+                if let Some(conn) = conn.as_mut() {
+                    let _ = tokio::time::timeout(timeout, conn.command::<redis::Value>(&redis::cmd("PING"))).await;
+                } else if !watched.is_empty() {
+                    conn = open(&target, timeout, &push).await;
+                    if let Some(conn) = conn.as_mut() {
+                        for room in &watched {
+                            let _ = tokio::time::timeout(timeout, conn.subscribe(&channel(room))).await;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        match command {
+            Command::Watch(room, done) => {
+                if watched.contains(&room) {
+                    let _ = done.send(Ok(()));
+                    continue;
+                }
+                if conn.is_none() {
+                    conn = open(&target, timeout, &push).await;
+                }
+                let result = match conn.as_mut() {
+                    None => Err(String::from("cannot reach Redis for the event feed")),
+                    Some(conn) => {
+                        match tokio::time::timeout(timeout, conn.subscribe(&channel(&room))).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(error)) => {
+                                Err(format!("cannot subscribe to the room's events: {error}"))
+                            }
+                            Err(_) => {
+                                Err(String::from("subscribing to the room's events timed out"))
+                            }
+                        }
+                    }
+                };
+                if result.is_ok() {
+                    watched.insert(room);
+                }
+                let _ = done.send(result);
+            }
+            Command::Unwatch(room) => {
+                if watched.remove(&room)
+                    && let Some(conn) = conn.as_mut()
+                {
+                    let _ = tokio::time::timeout(timeout, conn.unsubscribe(&channel(&room))).await;
+                }
+            }
+        }
+    }
+}
+
+async fn open(target: &Target, timeout: Duration, push: &PushQueue) -> Option<Conn> {
+    match tokio::time::timeout(timeout * 2, Conn::open(target, timeout, Some(push.clone()))).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "cannot open the Pub/Sub connection");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn receiver(
+    node_id: String,
+    bus: Arc<Bus>,
+    mut pushes: mpsc::Receiver<redis::PushInfo>,
+    stats: Arc<FeedStats>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let push = tokio::select! {
+            () = shutdown.cancelled() => return,
+            push = pushes.recv() => match push {
+                Some(push) => push,
+                None => return,
+            },
+        };
+        if push.kind != redis::PushKind::Message {
+            continue;
+        }
+        let Some(payload) = push.data.get(1).and_then(|value| match value {
+            redis::Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }) else {
+            continue;
+        };
+        match serde_json::from_str::<Envelope<'_>>(payload) {
+            Ok(envelope) if envelope.v == 1 && envelope.node != node_id => {
+                let name = match envelope.name.as_ref() {
+                    PRESENCE_EVENT => PRESENCE_EVENT,
+                    METADATA_EVENT => METADATA_EVENT,
+                    _ => continue,
+                };
+                stats.relayed.fetch_add(1, Ordering::Relaxed);
+                bus.deliver(Arc::new(Published {
+                    room_id: envelope.room.into_owned(),
+                    name,
+                    data: envelope.data.to_owned(),
+                    leave_of: envelope.leave.map(Cow::into_owned),
+                }));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "ignoring a malformed event envelope"),
+        }
+    }
+}

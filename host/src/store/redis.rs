@@ -1,0 +1,885 @@
+//! The Redis backend: standalone Redis (`redis://`, `rediss://`) or Redis Cluster.
+//!
+//! Every batch runs as one call of a generic Lua script (`batch.lua`): the script checks the
+//! guards and applies the ops atomically, on the one slot the batch's hash tag names. The
+//! batches of one `execute` are pipelined: one round trip on a standalone server; on a
+//! cluster, one pipeline per slot, all sent at once. Scripts are called by their SHA and
+//! loaded again after a server restart (NOSCRIPT).
+//!
+//! Failing fast: the client's own reconnection would make a command wait out a whole retry
+//! cycle while Redis is down. A health task pings Redis every [`HEALTH_INTERVAL`]; while the
+//! last ping (or command) failed, `execute` refuses at once with `unavailable`, and every
+//! call is bounded by the configured timeout. The health task also reconnects (and, for a
+//! cluster, makes the first connection when Redis was down at start-up).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::{ServerErrorKind, Value};
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, BatchOutcome, Guard, Op, Reply, Store, StoreError, StoreFuture, batch_tag};
+
+/// The batch interpreter, version 1 (see the file for its encoding).
+pub const BATCH_SCRIPT: &str = include_str!("batch.lua");
+
+/// How often the health task pings Redis: how long a recovered Redis may wait to be used
+/// again, and how long a failed one may be tried before requests fail fast.
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One server (or a primary behind a proxy).
+    Single(String),
+    /// A Redis Cluster, from these seed nodes.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    /// Reads `REDIS_URL`: one URL is a single server, unless `cluster` says it is a cluster's
+    /// seed; several comma-separated URLs are the seed nodes of a cluster.
+    pub fn parse(url: &str, cluster: bool) -> Result<Target, String> {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for url in &urls {
+            redis::Client::open(url.as_str()).map_err(|error| format!("{url}: {error}"))?;
+        }
+        match urls.len() {
+            0 => Err("REDIS_URL is empty".into()),
+            1 if !cluster => Ok(Target::Single(urls.into_iter().next().unwrap_or_default())),
+            _ => Ok(Target::Cluster(urls)),
+        }
+    }
+
+    /// The URL with any password hidden, for logs.
+    pub fn describe(&self) -> String {
+        let hide = |url: &str| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        };
+        match self {
+            Target::Single(url) => hide(url),
+            Target::Cluster(urls) => format!(
+                "cluster {}",
+                urls.iter().map(|u| hide(u)).collect::<Vec<_>>().join(",")
+            ),
+        }
+    }
+}
+
+/// A live connection of either kind. Both are cheap handles over a multiplexed connection:
+/// clones share it.
+#[derive(Clone)]
+pub enum Conn {
+    /// Standalone; reconnects by itself.
+    Single(ConnectionManager),
+    /// Cluster; reconnects its nodes by itself once it has a slot map.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Opens a connection to `target`. Standalone connections are lazy (they connect on
+    /// first use); a cluster connection needs a reachable node to learn the slot map.
+    pub async fn open(
+        target: &Target,
+        timeout: Duration,
+        resp3_push: Option<PushQueue>,
+    ) -> redis::RedisResult<Conn> {
+        install_crypto_provider();
+        match target {
+            Target::Single(url) => {
+                let url = match &resp3_push {
+                    Some(_) => with_resp3(url),
+                    None => url.clone(),
+                };
+                let client = redis::Client::open(url)?;
+                let mut config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(2)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                if let Some(push) = resp3_push {
+                    config = config.set_push_sender(push).set_automatic_resubscription();
+                }
+                Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+                    client, config,
+                )?))
+            }
+            Target::Cluster(urls) => {
+                let mut builder = ClusterClientBuilder::new(urls.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(500);
+                if let Some(push) = resp3_push {
+                    builder = builder
+                        .use_protocol(redis::ProtocolVersion::RESP3)
+                        .push_sender(push);
+                }
+                Ok(Conn::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
+            }
+        }
+    }
+
+    /// Sends a pipeline and returns one value per command; server errors come back as
+    /// `Value::ServerError` in place.
+    pub async fn pipeline(&mut self, pipe: &redis::Pipeline) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::Single(conn) => pipe.query_async(conn).await,
+            Conn::Cluster(conn) => pipe.query_async(conn).await,
+        }
+    }
+
+    /// Sends one command.
+    pub async fn command<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(conn) => cmd.query_async(conn).await,
+            Conn::Cluster(conn) => cmd.query_async(conn).await,
+        }
+    }
+
+    /// Subscribes (RESP3: the message arrives on the push queue; resubscribed after a
+    /// reconnect by the client).
+    pub async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.subscribe(channel).await,
+            Conn::Cluster(conn) => conn.subscribe(channel).await,
+        }
+    }
+
+    /// Unsubscribes.
+    pub async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.unsubscribe(channel).await,
+            Conn::Cluster(conn) => conn.unsubscribe(channel).await,
+        }
+    }
+}
+
+/// `url` asking for RESP3 (push messages), unless it already names a protocol.
+fn with_resp3(url: &str) -> String {
+    if url.contains("protocol=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}protocol=resp3")
+}
+
+/// `rediss://` needs a process-wide rustls crypto provider; installing it twice is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Where RESP3 push messages (Pub/Sub) go: a bounded queue that drops, and counts, what does
+/// not fit, rather than letting a flood grow memory.
+#[derive(Clone)]
+pub struct PushQueue {
+    tx: tokio::sync::mpsc::Sender<redis::PushInfo>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl PushQueue {
+    /// A queue of `capacity` messages, and its receiver.
+    pub fn new(capacity: usize) -> (PushQueue, tokio::sync::mpsc::Receiver<redis::PushInfo>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (
+            PushQueue {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Messages dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl redis::aio::AsyncPushSender for PushQueue {
+    fn send(&self, info: redis::PushInfo) -> Result<(), redis::aio::SendError> {
+        match self.tx.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+        }
+    }
+}
+
+/// Counters for `/metrics` and for measuring round trips per request.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Pipelines sent (one per slot group on a cluster): round trips.
+    pub round_trips: AtomicU64,
+    /// Batches (script calls) sent.
+    pub batches: AtomicU64,
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    target: Target,
+    timeout: Duration,
+    script: redis::Script,
+    /// The connection, once one exists (a cluster's first connection needs Redis up).
+    /// Written by the health task, read by every call.
+    conn: RwLock<Option<Conn>>,
+    /// Whether the last ping or command succeeded; `execute` refuses at once while false.
+    healthy: AtomicBool,
+    /// Counters.
+    pub stats: RedisStats,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    /// A store for `target`; it connects in the background ([`RedisStore::run_health`]).
+    pub fn new(target: Target, timeout: Duration) -> Self {
+        RedisStore {
+            target,
+            timeout,
+            script: redis::Script::new(BATCH_SCRIPT),
+            conn: RwLock::new(None),
+            healthy: AtomicBool::new(false),
+            stats: RedisStats::default(),
+        }
+    }
+
+    /// Where this store points.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Whether Redis answered lately.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Connects, then pings every [`HEALTH_INTERVAL`] until `shutdown`, keeping the health
+    /// flag and reconnecting as needed. Logs transitions only.
+    pub async fn run_health(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(HEALTH_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_healthy: Option<bool> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let healthy = self.check().await;
+            match (was_healthy, healthy) {
+                (Some(true), false) => {
+                    tracing::warn!(redis = %self.target.describe(), "Redis is unreachable; requests fail with STORE_UNAVAILABLE")
+                }
+                (Some(false) | None, true) => {
+                    tracing::info!(redis = %self.target.describe(), "Redis is reachable")
+                }
+                (None, false) => {
+                    tracing::warn!(redis = %self.target.describe(), "Redis is not reachable yet")
+                }
+                _ => {}
+            }
+            was_healthy = Some(healthy);
+        }
+    }
+
+    /// One health check: connect if needed, ping, make sure the script is loaded.
+    async fn check(&self) -> bool {
+        let conn = self.conn.read().await.clone();
+        let mut conn = match conn {
+            Some(conn) => conn,
+            None => match tokio::time::timeout(
+                self.timeout * 2,
+                Conn::open(&self.target, self.timeout, None),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => {
+                    *self.conn.write().await = Some(conn.clone());
+                    conn
+                }
+                _ => {
+                    self.healthy.store(false, Ordering::Relaxed);
+                    return false;
+                }
+            },
+        };
+        let ping =
+            tokio::time::timeout(self.timeout, conn.command::<String>(&redis::cmd("PING"))).await;
+        let healthy = matches!(ping, Ok(Ok(_)));
+        if healthy && !self.is_healthy() {
+            // After an outage the server may have restarted without our script.
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(BATCH_SCRIPT).clone();
+            if let Ok(Err(error)) =
+                tokio::time::timeout(self.timeout, conn.command::<String>(&load)).await
+            {
+                tracing::warn!(%error, "could not load the batch script");
+            }
+        }
+        self.healthy.store(healthy, Ordering::Relaxed);
+        healthy
+    }
+
+    async fn execute_batches(&self, batches: Vec<Batch>) -> Result<Vec<BatchOutcome>, StoreError> {
+        if !self.is_healthy() {
+            return Err(unavailable(format!(
+                "Redis ({}) is not reachable",
+                self.target.describe()
+            )));
+        }
+        let Some(conn) = self.conn.read().await.clone() else {
+            return Err(unavailable("no connection to Redis yet"));
+        };
+        let mut outcomes: Vec<Option<BatchOutcome>> = vec![None; batches.len()];
+        let mut calls = Vec::with_capacity(batches.len());
+        for (index, batch) in batches.iter().enumerate() {
+            match batch_tag(batch)? {
+                None => outcomes[index] = Some(BatchOutcome::Applied(Vec::new())),
+                Some(_) => calls.push((index, Encoded::new(batch))),
+            }
+        }
+        self.stats
+            .batches
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        let replies = match tokio::time::timeout(self.timeout, self.run(conn, &calls)).await {
+            Ok(Ok(replies)) => replies,
+            Ok(Err(error)) => {
+                if error.is_io_error() || error.is_connection_dropped() || error.is_timeout() {
+                    self.healthy.store(false, Ordering::Relaxed);
+                }
+                return Err(unavailable(error));
+            }
+            Err(_) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                return Err(unavailable(format!(
+                    "Redis did not answer within {:?}",
+                    self.timeout
+                )));
+            }
+        };
+        for ((index, _), reply) in calls.iter().zip(replies) {
+            outcomes[*index] = Some(decode(reply)?);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.ok_or_else(|| StoreError::Rejected("a batch got no reply".into()))
+            })
+            .collect()
+    }
+
+    /// Sends the calls (one pipeline, or one per slot on a cluster); replies in call order.
+    /// Calls that meet NOSCRIPT are sent again once the script is loaded.
+    async fn run(&self, conn: Conn, calls: &[(usize, Encoded)]) -> redis::RedisResult<Vec<Value>> {
+        let groups: Vec<Vec<usize>> = match &conn {
+            Conn::Single(_) => vec![(0..calls.len()).collect()],
+            Conn::Cluster(_) => {
+                let mut by_slot: HashMap<Slot, Vec<usize>> = HashMap::new();
+                for (position, (_, call)) in calls.iter().enumerate() {
+                    by_slot
+                        .entry(Slot::for_key(call.keys[0].as_bytes()))
+                        .or_default()
+                        .push(position);
+                }
+                by_slot.into_values().collect()
+            }
+        };
+        let mut replies = vec![Value::Nil; calls.len()];
+        let sends = groups.iter().map(|group| {
+            let mut conn = conn.clone();
+            let pipe = self.pipeline(group.iter().map(|&p| &calls[p].1));
+            self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+            async move { conn.pipeline(&pipe).await }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        let mut missing = Vec::new();
+        for (group, result) in groups.iter().zip(results) {
+            for (&position, reply) in group.iter().zip(result?) {
+                if is_noscript(&reply) {
+                    missing.push(position);
+                }
+                replies[position] = reply;
+            }
+        }
+        if !missing.is_empty() {
+            let mut conn = conn.clone();
+            let load = redis::cmd("SCRIPT").arg("LOAD").arg(BATCH_SCRIPT).clone();
+            conn.command::<String>(&load).await?;
+            let pipe = self.pipeline(missing.iter().map(|&p| &calls[p].1));
+            self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+            let retried = match &conn {
+                // A cluster pipeline must stay on one slot: send them one by one.
+                Conn::Cluster(_) => {
+                    let mut out = Vec::with_capacity(missing.len());
+                    for &p in &missing {
+                        out.extend(
+                            conn.pipeline(&self.pipeline(std::iter::once(&calls[p].1)))
+                                .await?,
+                        );
+                    }
+                    out
+                }
+                Conn::Single(_) => conn.pipeline(&pipe).await?,
+            };
+            for (&position, reply) in missing.iter().zip(retried) {
+                replies[position] = reply;
+            }
+        }
+        Ok(replies)
+    }
+
+    fn pipeline<'a>(&self, calls: impl Iterator<Item = &'a Encoded>) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for call in calls {
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(call.keys.len())
+                .arg(&call.keys)
+                .arg(&call.args);
+        }
+        pipe
+    }
+
+    /// Publishes each `(channel, payload)` in order, in one pipeline (cross-node events).
+    pub async fn publish_all(&self, messages: &[(String, String)]) -> Result<(), StoreError> {
+        if !self.is_healthy() {
+            return Err(unavailable("Redis is not reachable"));
+        }
+        let Some(mut conn) = self.conn.read().await.clone() else {
+            return Err(unavailable("no connection to Redis yet"));
+        };
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+        match tokio::time::timeout(self.timeout, conn.pipeline(&pipe)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(unavailable("PUBLISH timed out")),
+        }
+    }
+}
+
+fn is_noscript(value: &Value) -> bool {
+    matches!(value, Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript))
+}
+
+impl Store for RedisStore {
+    fn execute(
+        &self,
+        batches: Vec<Batch>,
+    ) -> StoreFuture<'_, Result<Vec<BatchOutcome>, StoreError>> {
+        Box::pin(self.execute_batches(batches))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.is_healthy() {
+                Ok(())
+            } else {
+                Err(unavailable(format!(
+                    "Redis ({}) is not reachable",
+                    self.target.describe()
+                )))
+            }
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.target {
+            Target::Single(_) => "redis",
+            Target::Cluster(_) => "redis-cluster",
+        }
+    }
+}
+
+/// A batch encoded for `batch.lua`: its distinct keys and its flat arguments.
+struct Encoded {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Encoded {
+    fn new(batch: &Batch) -> Encoded {
+        let mut encoded = Encoded {
+            keys: Vec::new(),
+            args: vec![
+                "1".into(),
+                batch.guards.len().to_string(),
+                batch.ops.len().to_string(),
+            ],
+        };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut key = |encoded: &mut Encoded, k: &str| {
+            let position = *index.entry(k.to_owned()).or_insert_with(|| {
+                encoded.keys.push(k.to_owned());
+                encoded.keys.len()
+            });
+            encoded.args.push(position.to_string());
+        };
+        for guard in &batch.guards {
+            let (kind, k) = match guard {
+                Guard::Exists(k) => ("E", k),
+                Guard::Absent(k) => ("A", k),
+                Guard::ValueIs(g) => ("V", &g.key),
+                Guard::FieldIs(g) => ("F", &g.key),
+                Guard::FieldAtMost(g) => ("LE", &g.key),
+                Guard::FieldAtLeast(g) => ("GE", &g.key),
+                Guard::SizeBelow(g) => ("S", &g.key),
+                Guard::ScoreAtMost(g) => ("Z", &g.key),
+            };
+            encoded.args.push(kind.into());
+            key(&mut encoded, k);
+            let args = &mut encoded.args;
+            match guard {
+                Guard::Exists(_) | Guard::Absent(_) => {}
+                Guard::ValueIs(g) => push_optional(args, g.value.as_deref()),
+                Guard::FieldIs(g) => {
+                    args.push(g.field.clone());
+                    push_optional(args, g.value.as_deref());
+                }
+                Guard::FieldAtMost(g) | Guard::FieldAtLeast(g) => {
+                    args.push(g.field.clone());
+                    args.push(g.bound.to_string());
+                }
+                Guard::SizeBelow(g) => args.push(g.limit.to_string()),
+                Guard::ScoreAtMost(g) => {
+                    args.push(g.member.clone());
+                    args.push(g.bound.to_string());
+                }
+            }
+        }
+        for op in &batch.ops {
+            let (kind, k) = op_name(op);
+            encoded.args.push(kind.into());
+            key(&mut encoded, k);
+            let args = &mut encoded.args;
+            match op {
+                Op::Get(_) | Op::Del(_) | Op::Hgetall(_) | Op::Smembers(_) | Op::Scard(_) => {}
+                Op::Set(o) => {
+                    args.push(o.value.clone());
+                    args.push(o.ttl_ms.map(|t| t.to_string()).unwrap_or_default());
+                }
+                Op::Pexpire(o) => args.push(o.ttl_ms.to_string()),
+                Op::Hget(o) => args.push(o.field.clone()),
+                Op::Hmget(o) | Op::Hdel(o) => {
+                    args.push(o.fields.len().to_string());
+                    args.extend(o.fields.iter().cloned());
+                }
+                Op::Hset(o) => {
+                    args.push(o.entries.len().to_string());
+                    for (field, value) in &o.entries {
+                        args.push(field.clone());
+                        args.push(value.clone());
+                    }
+                }
+                Op::Sadd(o) | Op::Srem(o) | Op::Zrem(o) => {
+                    args.push(o.members.len().to_string());
+                    args.extend(o.members.iter().cloned());
+                }
+                Op::Zadd(o) => {
+                    args.push(o.entries.len().to_string());
+                    for (member, score) in &o.entries {
+                        args.push(score.to_string());
+                        args.push(member.clone());
+                    }
+                }
+                Op::ZrangeByScore(o) => {
+                    args.push(score_bound(o.min));
+                    args.push(score_bound(o.max));
+                    args.push(o.limit.to_string());
+                }
+            }
+        }
+        encoded
+    }
+}
+
+fn push_optional(args: &mut Vec<String>, value: Option<&str>) {
+    match value {
+        Some(value) => {
+            args.push("1".into());
+            args.push(value.to_owned());
+        }
+        None => {
+            args.push("0".into());
+            args.push(String::new());
+        }
+    }
+}
+
+/// `i64::MIN` / `i64::MAX` are the open ends of a score range.
+fn score_bound(score: i64) -> String {
+    match score {
+        i64::MIN => "-inf".into(),
+        i64::MAX => "+inf".into(),
+        other => other.to_string(),
+    }
+}
+
+fn op_name(op: &Op) -> (&'static str, &str) {
+    match op {
+        Op::Get(k) => ("get", k),
+        Op::Set(o) => ("set", &o.key),
+        Op::Del(k) => ("del", k),
+        Op::Pexpire(o) => ("pexpire", &o.key),
+        Op::Hget(o) => ("hget", &o.key),
+        Op::Hmget(o) => ("hmget", &o.key),
+        Op::Hgetall(k) => ("hgetall", k),
+        Op::Hset(o) => ("hset", &o.key),
+        Op::Hdel(o) => ("hdel", &o.key),
+        Op::Sadd(o) => ("sadd", &o.key),
+        Op::Srem(o) => ("srem", &o.key),
+        Op::Smembers(k) => ("smembers", k),
+        Op::Scard(k) => ("scard", k),
+        Op::Zadd(o) => ("zadd", &o.key),
+        Op::Zrem(o) => ("zrem", &o.key),
+        Op::ZrangeByScore(o) => ("zrange", &o.key),
+    }
+}
+
+/// Reads a flat script reply.
+struct Flat {
+    items: std::vec::IntoIter<Value>,
+}
+
+impl Flat {
+    fn next(&mut self) -> Result<Value, StoreError> {
+        self.items
+            .next()
+            .ok_or_else(|| StoreError::Rejected("the batch script's reply ended early".into()))
+    }
+
+    fn text(&mut self) -> Result<String, StoreError> {
+        match self.next()? {
+            Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| {
+                StoreError::Rejected("the batch script replied with non-UTF-8 text".into())
+            }),
+            Value::SimpleString(text) => Ok(text),
+            other => Err(StoreError::Rejected(format!(
+                "expected text in the batch reply, got {other:?}"
+            ))),
+        }
+    }
+
+    fn int(&mut self) -> Result<i64, StoreError> {
+        match self.next()? {
+            Value::Int(n) => Ok(n),
+            other => Err(StoreError::Rejected(format!(
+                "expected an integer in the batch reply, got {other:?}"
+            ))),
+        }
+    }
+
+    fn count(&mut self) -> Result<usize, StoreError> {
+        usize::try_from(self.int()?)
+            .map_err(|_| StoreError::Rejected("a negative count in the batch reply".into()))
+    }
+}
+
+/// Decodes one script reply (see `batch.lua`).
+fn decode(reply: Value) -> Result<BatchOutcome, StoreError> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::ServerError(error) => {
+            return Err(StoreError::Rejected(format!(
+                "the batch script failed: {error}"
+            )));
+        }
+        other => {
+            return Err(StoreError::Rejected(format!(
+                "unexpected batch reply {other:?}"
+            )));
+        }
+    };
+    let mut flat = Flat {
+        items: items.into_iter(),
+    };
+    match flat.text()?.as_str() {
+        "R" => Ok(BatchOutcome::Refused(
+            u32::try_from(flat.int()?)
+                .map_err(|_| StoreError::Rejected("a bad guard index".into()))?,
+        )),
+        "E" => Err(StoreError::Rejected(flat.text()?)),
+        "A" => {
+            let count = flat.count()?;
+            let mut replies = Vec::with_capacity(count);
+            for _ in 0..count {
+                replies.push(match flat.text()?.as_str() {
+                    "N" => Reply::None,
+                    "I" => Reply::Int(flat.int()?),
+                    "T" => Reply::Text(flat.text()?),
+                    "L" => {
+                        let n = flat.count()?;
+                        let mut texts = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            texts.push(match flat.text()?.as_str() {
+                                "T" => Some(flat.text()?),
+                                _ => None,
+                            });
+                        }
+                        Reply::Texts(texts)
+                    }
+                    "P" => {
+                        let n = flat.count()?;
+                        let mut pairs = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            pairs.push((flat.text()?, flat.text()?));
+                        }
+                        Reply::Pairs(pairs)
+                    }
+                    "M" => {
+                        let n = flat.count()?;
+                        let mut members = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            members.push(flat.text()?);
+                        }
+                        Reply::Members(members)
+                    }
+                    other => {
+                        return Err(StoreError::Rejected(format!("unknown reply tag {other:?}")));
+                    }
+                });
+            }
+            Ok(BatchOutcome::Applied(replies))
+        }
+        other => Err(StoreError::Rejected(format!(
+            "unknown batch outcome {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One URL is a server, several (or the cluster flag) a cluster; passwords stay out of logs.
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("redis://h:6379", false).unwrap(),
+            Target::Single("redis://h:6379".into())
+        );
+        assert_eq!(
+            Target::parse("redis://a:1, redis://b:2", false).unwrap(),
+            Target::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        assert!(matches!(
+            Target::parse("redis://a:1", true).unwrap(),
+            Target::Cluster(_)
+        ));
+        assert!(Target::parse("http://nope", false).is_err());
+        assert_eq!(
+            Target::parse("redis://:secret@h:1", false)
+                .unwrap()
+                .describe(),
+            "redis://***@h:1"
+        );
+        assert_eq!(with_resp3("redis://h/0"), "redis://h/0?protocol=resp3");
+        assert_eq!(
+            with_resp3("redis://h/?db=1"),
+            "redis://h/?db=1&protocol=resp3"
+        );
+    }
+
+    /// Keys are listed once each and referenced by index; open score bounds become infinities.
+    #[test]
+    fn encoding() {
+        use crate::runtime::bindings::store::{FieldGuard, ZrangeOp};
+        let batch = Batch {
+            guards: vec![Guard::FieldIs(FieldGuard {
+                key: "{a}k".into(),
+                field: "f".into(),
+                value: None,
+            })],
+            ops: vec![
+                Op::Get("{a}k".into()),
+                Op::ZrangeByScore(ZrangeOp {
+                    key: "{a}z".into(),
+                    min: i64::MIN,
+                    max: 5,
+                    limit: 3,
+                }),
+            ],
+        };
+        let encoded = Encoded::new(&batch);
+        assert_eq!(encoded.keys, vec!["{a}k".to_string(), "{a}z".to_string()]);
+        assert_eq!(
+            encoded.args,
+            [
+                "1", "1", "2", "F", "1", "f", "0", "", "get", "1", "zrange", "2", "-inf", "5", "3"
+            ]
+        );
+    }
+
+    /// Flat replies decode into outcomes.
+    #[test]
+    fn decoding() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let applied = Value::Array(vec![
+            bulk("A"),
+            Value::Int(3),
+            bulk("I"),
+            Value::Int(2),
+            bulk("L"),
+            Value::Int(2),
+            bulk("T"),
+            bulk("x"),
+            bulk("N"),
+            bulk("M"),
+            Value::Int(1),
+            bulk("m"),
+        ]);
+        assert_eq!(
+            decode(applied).unwrap(),
+            BatchOutcome::Applied(vec![
+                Reply::Int(2),
+                Reply::Texts(vec![Some("x".into()), None]),
+                Reply::Members(vec!["m".into()]),
+            ])
+        );
+        assert_eq!(
+            decode(Value::Array(vec![bulk("R"), Value::Int(1)])).unwrap(),
+            BatchOutcome::Refused(1)
+        );
+        assert!(matches!(
+            decode(Value::Array(vec![bulk("E"), bulk("WRONGTYPE")])),
+            Err(StoreError::Rejected(_))
+        ));
+    }
+}
