@@ -497,6 +497,72 @@ async fn a_plain_heartbeat_is_one_round_trip() {
     assert!(trips >= beats && trips <= beats + 5, "{trips} round trips");
 }
 
+/// Concurrent heartbeats of many sockets are coalesced: fewer component calls and round
+/// trips than heartbeats, each heartbeat still answered on its own socket, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_heartbeats_share_round_trips() {
+    let redis = RedisServer::start().await;
+    let host = TestHost::start_with({
+        let url = redis.url();
+        move |c| {
+            c.redis_url = Some(url);
+            c.reaper_interval_ms = 3_600_000;
+            c.reaper_lookback_ms = Some(7_200_000);
+        }
+    })
+    .await;
+    ready(&host).await;
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        let mut client = host.connect().await;
+        let (conn, epoch, _) = client.join("many", &format!("u{i}"), json!({})).await;
+        clients.push((client, conn, epoch));
+    }
+    let Backend::Redis(store, _) = &host.hub.backend else {
+        panic!("not on Redis");
+    };
+    let trips_before = store.stats.round_trips.load(Ordering::Relaxed);
+    let calls_before = host.hub.heartbeat_stats.calls.load(Ordering::Relaxed);
+    let rounds = 20u64;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(mut client, conn, epoch)| {
+            tokio::spawn(async move {
+                for round in 0..rounds {
+                    // Each heartbeat raises the epoch: an out-of-order one would be refused.
+                    let ack = client
+                        .request(
+                            "presence:heartbeat",
+                            json!({"connId": conn, "epoch": epoch + round}),
+                        )
+                        .await;
+                    assert_eq!(ack, json!({"ok": true, "changed": false}));
+                }
+                // Kept open until measured: a disconnect is a leave, with round trips of its own.
+                client
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.unwrap());
+    }
+    let beats = 50 * rounds;
+    let calls = host.hub.heartbeat_stats.calls.load(Ordering::Relaxed) - calls_before;
+    let trips = store.stats.round_trips.load(Ordering::Relaxed) - trips_before;
+
+    println!(
+        "{beats} concurrent heartbeats: {calls} component calls, {trips} Redis round trips ({:.2} per heartbeat)",
+        trips as f64 / beats as f64
+    );
+    assert!(calls < beats, "no heartbeat was coalesced");
+    assert!(
+        trips <= calls + 5,
+        "a heartbeat call took more than one round trip"
+    );
+    drop(clients);
+}
+
 /// A node whose Redis is down at start-up still starts, reports not ready, and serves once
 /// Redis appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,9 @@ pub const DEFAULT_COMPONENT_INSTANCES: u32 = 64;
 /// A node that stops renewing is declared dead this long after its last renewal: far below
 /// the TTL, far above a scheduling hiccup (renewals come every third of it).
 pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;
+/// Heartbeats coalesced into one component call and one store round trip at most: large
+/// enough to amortise a call, small enough that a failed call touches few clients.
+pub const DEFAULT_HEARTBEAT_BATCH: usize = 64;
 /// Time to announce every local `leave` and close sockets on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -87,6 +90,11 @@ pub struct Config {
     /// Treat a single `REDIS_URL` as the seed node of a Redis Cluster.
     #[arg(long, env = "REDIS_CLUSTER", default_value_t = false)]
     pub redis_cluster: bool,
+
+    /// A PEM file with the CA certificate to trust for `rediss://` (a private CA); unset
+    /// trusts the public web roots.
+    #[arg(long, env = "ROSTER_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Time one Redis round trip may take before the request fails with
     /// `STORE_UNAVAILABLE` (ms).
@@ -178,6 +186,16 @@ pub struct Config {
     #[arg(long, env = "ROSTER_CORS_ORIGINS", default_value = DEFAULT_CORS_ORIGINS)]
     pub cors_origins: String,
 
+    /// Most heartbeats coalesced into one component call (and one store round trip); 1
+    /// turns coalescing off.
+    #[arg(long, env = "ROSTER_HEARTBEAT_BATCH", default_value_t = DEFAULT_HEARTBEAT_BATCH)]
+    pub heartbeat_batch: usize,
+
+    /// How long a heartbeat may wait for others to join its batch (µs). 0: a batch takes
+    /// only what is already waiting, so nothing waits when the node is not busy.
+    #[arg(long, env = "ROSTER_HEARTBEAT_WINDOW_US", default_value_t = 0)]
+    pub heartbeat_window_us: u64,
+
     /// Wall-clock deadline of one component call (ms); past it the call fails with
     /// `COMPONENT_FAILED`.
     #[arg(long, env = "ROSTER_COMPONENT_DEADLINE_MS", default_value_t = DEFAULT_COMPONENT_DEADLINE_MS)]
@@ -226,6 +244,8 @@ impl Default for Config {
             host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             redis_url: None,
             redis_cluster: false,
+            redis_ca_file: None,
+
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
             presence_ttl_ms: DEFAULT_TTL_MS,
             reaper_interval_ms: DEFAULT_REAPER_INTERVAL_MS,
@@ -244,6 +264,8 @@ impl Default for Config {
             max_sockets: DEFAULT_MAX_SOCKETS,
             rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            heartbeat_batch: DEFAULT_HEARTBEAT_BATCH,
+            heartbeat_window_us: 0,
             socketio_ping_interval_ms: DEFAULT_SOCKETIO_PING_INTERVAL_MS,
             socketio_ping_timeout_ms: DEFAULT_SOCKETIO_PING_TIMEOUT_MS,
             cors_origins: DEFAULT_CORS_ORIGINS.to_owned(),
@@ -339,6 +361,20 @@ impl Config {
                 "ROSTER_MAX_FRAME_BYTES",
                 self.max_frame_bytes,
                 "must be at least 1024",
+            );
+        }
+        if self.heartbeat_batch == 0 || self.heartbeat_batch > 4096 {
+            return out_of_range(
+                "ROSTER_HEARTBEAT_BATCH",
+                self.heartbeat_batch,
+                "must be between 1 and 4096",
+            );
+        }
+        if self.heartbeat_window_us > 100_000 {
+            return out_of_range(
+                "ROSTER_HEARTBEAT_WINDOW_US",
+                self.heartbeat_window_us,
+                "must be at most 100000",
             );
         }
         if self.max_pending_messages == 0 {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -50,6 +51,27 @@ pub struct Hub {
     deferred_leaves: parking_lot::Mutex<Vec<String>>,
     /// The backend, for its metrics.
     pub backend: Backend,
+    /// Heartbeats waiting to be coalesced; the batcher task owns the receiver.
+    beats: mpsc::Sender<Beat>,
+    /// Taken by the batcher task when it starts.
+    beats_rx: parking_lot::Mutex<Option<mpsc::Receiver<Beat>>>,
+    /// Heartbeat calls made and heartbeats they carried, for `/metrics`.
+    pub heartbeat_stats: HeartbeatStats,
+}
+
+/// A heartbeat waiting for its batch.
+struct Beat {
+    request: HeartbeatRequest,
+    reply: oneshot::Sender<Result<HeartbeatOk, ApiError>>,
+}
+
+/// Counters of heartbeat coalescing.
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    /// Heartbeats handled.
+    pub beats: AtomicU64,
+    /// Component calls that carried them.
+    pub calls: AtomicU64,
 }
 
 impl From<CallError> for ApiError {
@@ -105,6 +127,14 @@ impl Hub {
             max_lock_ttl_ms: config.max_lock_ttl_ms,
             node_lease_ms: config.node_lease_ms,
         };
+        // A bounded queue: beyond it a heartbeat waits for room, which is backpressure on
+        // its socket.
+        let (beats, beats_rx) = mpsc::channel(
+            config
+                .heartbeat_batch
+                .saturating_mul(MAX_BATCHES_IN_FLIGHT)
+                .max(64),
+        );
         Hub {
             clock: config.clock.clone(),
             config,
@@ -120,6 +150,9 @@ impl Hub {
             renewing_since: AtomicU64::new(0),
             deferred_leaves: parking_lot::Mutex::new(Vec::new()),
             backend,
+            beats,
+            beats_rx: parking_lot::Mutex::new(Some(beats_rx)),
+            heartbeat_stats: HeartbeatStats::default(),
         }
     }
 
@@ -189,18 +222,50 @@ impl Hub {
         flatten(self.runtime.join(&self.context(), &request).await)
     }
 
-    /// One heartbeat.
+    /// One heartbeat. Heartbeats that arrive together (from many sockets) are coalesced
+    /// into one component call and one store round trip ([`run_heartbeat_batcher`]); each
+    /// still gets its own reply.
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
-        let mut results = self
-            .runtime
-            .heartbeat(&self.context(), std::slice::from_ref(&request))
-            .await?;
-        match results.pop() {
-            Some(result) if results.is_empty() => Ok(result?),
-            _ => Err(ApiError::new(
-                ErrorCode::ComponentFailed,
-                "the presence component answered one heartbeat with a different number of results",
-            )),
+        let (reply, replied) = oneshot::channel();
+        let stopped = || ApiError::new(ErrorCode::StoreUnavailable, "the node is shutting down");
+        self.beats
+            .send(Beat { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        replied.await.map_err(|_| stopped())?
+    }
+
+    /// Runs one batch of heartbeats and answers each.
+    async fn heartbeat_batch(&self, beats: Vec<Beat>) {
+        self.heartbeat_stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.heartbeat_stats
+            .beats
+            .fetch_add(beats.len() as u64, Ordering::Relaxed);
+        let (requests, replies): (Vec<HeartbeatRequest>, Vec<_>) = beats
+            .into_iter()
+            .map(|beat| (beat.request, beat.reply))
+            .unzip();
+        match self.runtime.heartbeat(&self.context(), &requests).await {
+            Ok(results) if results.len() == replies.len() => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result.map_err(ApiError::from));
+                }
+            }
+            Ok(_) => {
+                let error = ApiError::new(
+                    ErrorCode::ComponentFailed,
+                    "the presence component answered a batch of heartbeats with a different number of results",
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
         }
     }
 
@@ -315,5 +380,55 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
             );
         }
         hub.deferred_leaves.lock().extend(retry);
+    }
+}
+
+/// Batches of heartbeats in flight at once. Few, so that under load heartbeats queue and
+/// batches grow (fewer calls, fewer round trips); enough to overlap store round trips.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Coalesces heartbeats until the hub shuts down: takes the first waiting heartbeat, then
+/// whatever else is waiting (up to `ROSTER_HEARTBEAT_BATCH`, after at most
+/// `ROSTER_HEARTBEAT_WINDOW_US`), and runs them as one call; at most
+/// [`MAX_BATCHES_IN_FLIGHT`] batches run at once.
+pub async fn run_heartbeat_batcher(hub: Arc<Hub>) {
+    let Some(mut queue) = hub.beats_rx.lock().take() else {
+        return;
+    };
+    let max = hub.config.heartbeat_batch;
+    let window = std::time::Duration::from_micros(hub.config.heartbeat_window_us);
+    let in_flight = Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let first = tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            beat = queue.recv() => match beat {
+                Some(beat) => beat,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        if !window.is_zero() && max > 1 {
+            let deadline = tokio::time::Instant::now() + window;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(beat)) => batch.push(beat),
+                    _ => break,
+                }
+            }
+        }
+        while batch.len() < max {
+            match queue.try_recv() {
+                Ok(beat) => batch.push(beat),
+                Err(_) => break,
+            }
+        }
+        let hub = Arc::clone(&hub);
+        tokio::spawn(async move {
+            hub.heartbeat_batch(batch).await;
+            drop(permit);
+        });
     }
 }

@@ -44,7 +44,7 @@ use crate::hub::Hub;
 use crate::runtime::{Components, Limits, Runtime, RuntimeError};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{RedisStore, Target};
+use crate::store::redis::{Connect, RedisStore, Target};
 
 /// How often the embedded store frees expired keys.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -116,14 +116,26 @@ pub async fn start(config: Config) -> Result<Node, Error> {
         }
         Some(url) => {
             let target = Target::parse(url, config.redis_cluster).map_err(ConfigError::RedisUrl)?;
+            let ca_pem = match &config.redis_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|error| {
+                    ConfigError::RedisUrl(format!(
+                        "cannot read ROSTER_REDIS_CA_FILE {}: {error}",
+                        path.display()
+                    ))
+                })?),
+                None => None,
+            };
             tracing::info!(redis = %target.describe(), "using Redis");
-            let redis = Arc::new(RedisStore::new(target, config.redis_timeout()));
+            let redis = Arc::new(RedisStore::new(Connect {
+                target,
+                timeout: config.redis_timeout(),
+                ca_pem,
+            }));
             background.spawn(Arc::clone(&redis).run_health(shutdown.clone()));
             let feed = RedisFeed::start(
                 node_id.clone(),
                 Arc::clone(&bus),
                 Arc::clone(&redis),
-                config.redis_timeout(),
                 shutdown.clone(),
                 &background,
             );
@@ -172,6 +184,7 @@ impl Node {
         background.spawn(reaper::run(Arc::clone(&hub)));
         background.spawn(reaper::renew_leases(Arc::clone(&hub)));
         background.spawn(hub::retry_deferred_leaves(Arc::clone(&hub)));
+        background.spawn(hub::run_heartbeat_batcher(Arc::clone(&hub)));
         background.close();
 
         let (app, socketio) = transport::router(Arc::clone(&hub));

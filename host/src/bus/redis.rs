@@ -24,7 +24,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -34,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Bus, EventSink, RoomFeed};
 use crate::protocol::{METADATA_EVENT, PRESENCE_EVENT, Published};
 use crate::runtime::bindings::events::Event;
-use crate::store::redis::{Conn, PushQueue, RedisStore, Target};
+use crate::store::redis::{Conn, Connect, PushQueue, RedisStore};
 
 /// Envelopes waiting to be published; beyond this, events are dropped (and counted).
 const OUTBOX: usize = 16_384;
@@ -111,7 +110,6 @@ impl RedisFeed {
         node_id: String,
         bus: Arc<Bus>,
         store: Arc<RedisStore>,
-        timeout: Duration,
         shutdown: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Arc<RedisFeed> {
@@ -133,8 +131,7 @@ impl RedisFeed {
             shutdown.clone(),
         ));
         tasks.spawn(subscriber(
-            store.target().clone(),
-            timeout,
+            store.connect().clone(),
             push,
             requests,
             shutdown.clone(),
@@ -223,12 +220,12 @@ async fn publisher(
 }
 
 async fn subscriber(
-    target: Target,
-    timeout: Duration,
+    connect: Connect,
     push: PushQueue,
     mut requests: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
 ) {
+    let timeout = connect.timeout;
     let mut conn: Option<Conn> = None;
     let mut watched: HashSet<String> = HashSet::new();
     let mut ping = tokio::time::interval(crate::store::redis::HEALTH_INTERVAL * 4);
@@ -246,7 +243,7 @@ async fn subscriber(
                 if let Some(conn) = conn.as_mut() {
                     let _ = tokio::time::timeout(timeout, conn.command::<redis::Value>(&redis::cmd("PING"))).await;
                 } else if !watched.is_empty() {
-                    conn = open(&target, timeout, &push).await;
+                    conn = open(&connect, &push).await;
                     if let Some(conn) = conn.as_mut() {
                         for room in &watched {
                             let _ = tokio::time::timeout(timeout, conn.subscribe(&channel(room))).await;
@@ -263,7 +260,7 @@ async fn subscriber(
                     continue;
                 }
                 if conn.is_none() {
-                    conn = open(&target, timeout, &push).await;
+                    conn = open(&connect, &push).await;
                 }
                 let result = match conn.as_mut() {
                     None => Err(String::from("cannot reach Redis for the event feed")),
@@ -295,8 +292,8 @@ async fn subscriber(
     }
 }
 
-async fn open(target: &Target, timeout: Duration, push: &PushQueue) -> Option<Conn> {
-    match tokio::time::timeout(timeout * 2, Conn::open(target, timeout, Some(push.clone()))).await {
+async fn open(connect: &Connect, push: &PushQueue) -> Option<Conn> {
+    match tokio::time::timeout(connect.timeout * 2, Conn::open(connect, Some(push.clone()))).await {
         Ok(Ok(conn)) => Some(conn),
         Ok(Err(error)) => {
             tracing::debug!(%error, "cannot open the Pub/Sub connection");

@@ -81,6 +81,26 @@ impl Target {
     }
 }
 
+/// How to reach Redis: where, how long to wait, and which CA to trust for `rediss://`.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// The server or cluster.
+    pub target: Target,
+    /// Connect and response timeout of one round trip.
+    pub timeout: Duration,
+    /// A PEM CA certificate to trust for TLS (a private CA); none trusts the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Connect {
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
+}
+
 /// A live connection of either kind. Both are cheap handles over a multiplexed connection:
 /// clones share it.
 #[derive(Clone)]
@@ -95,18 +115,21 @@ impl Conn {
     /// Opens a connection to `target`. Standalone connections are lazy (they connect on
     /// first use); a cluster connection needs a reachable node to learn the slot map.
     pub async fn open(
-        target: &Target,
-        timeout: Duration,
+        connect: &Connect,
         resp3_push: Option<PushQueue>,
     ) -> redis::RedisResult<Conn> {
         install_crypto_provider();
-        match target {
+        let timeout = connect.timeout;
+        match &connect.target {
             Target::Single(url) => {
                 let url = match &resp3_push {
                     Some(_) => with_resp3(url),
                     None => url.clone(),
                 };
-                let client = redis::Client::open(url)?;
+                let client = match connect.certificates() {
+                    Some(certificates) => redis::Client::build_with_tls(url, certificates)?,
+                    None => redis::Client::open(url)?,
+                };
                 let mut config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
@@ -121,7 +144,11 @@ impl Conn {
                 )?))
             }
             Target::Cluster(urls) => {
-                let mut builder = ClusterClientBuilder::new(urls.clone())
+                let mut builder = ClusterClientBuilder::new(urls.clone());
+                if let Some(certificates) = connect.certificates() {
+                    builder = builder.certs(certificates);
+                }
+                let mut builder = builder
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(2)
@@ -242,7 +269,7 @@ pub struct RedisStats {
 
 /// The Redis store.
 pub struct RedisStore {
-    target: Target,
+    connect: Connect,
     timeout: Duration,
     script: redis::Script,
     /// The connection, once one exists (a cluster's first connection needs Redis up).
@@ -257,7 +284,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("target", &self.target.describe())
+            .field("target", &self.connect.target.describe())
             .finish_non_exhaustive()
     }
 }
@@ -267,11 +294,11 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store for `target`; it connects in the background ([`RedisStore::run_health`]).
-    pub fn new(target: Target, timeout: Duration) -> Self {
+    /// A store for `connect`; it connects in the background ([`RedisStore::run_health`]).
+    pub fn new(connect: Connect) -> Self {
         RedisStore {
-            target,
-            timeout,
+            timeout: connect.timeout,
+            connect,
             script: redis::Script::new(BATCH_SCRIPT),
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
@@ -279,9 +306,9 @@ impl RedisStore {
         }
     }
 
-    /// Where this store points.
-    pub fn target(&self) -> &Target {
-        &self.target
+    /// How this store connects (the event feed connects the same way).
+    pub fn connect(&self) -> &Connect {
+        &self.connect
     }
 
     /// Whether Redis answered lately.
@@ -303,13 +330,13 @@ impl RedisStore {
             let healthy = self.check().await;
             match (was_healthy, healthy) {
                 (Some(true), false) => {
-                    tracing::warn!(redis = %self.target.describe(), "Redis is unreachable; requests fail with STORE_UNAVAILABLE")
+                    tracing::warn!(redis = %self.connect.target.describe(), "Redis is unreachable; requests fail with STORE_UNAVAILABLE")
                 }
                 (Some(false) | None, true) => {
-                    tracing::info!(redis = %self.target.describe(), "Redis is reachable")
+                    tracing::info!(redis = %self.connect.target.describe(), "Redis is reachable")
                 }
                 (None, false) => {
-                    tracing::warn!(redis = %self.target.describe(), "Redis is not reachable yet")
+                    tracing::warn!(redis = %self.connect.target.describe(), "Redis is not reachable yet")
                 }
                 _ => {}
             }
@@ -322,11 +349,8 @@ impl RedisStore {
         let conn = self.conn.read().await.clone();
         let mut conn = match conn {
             Some(conn) => conn,
-            None => match tokio::time::timeout(
-                self.timeout * 2,
-                Conn::open(&self.target, self.timeout, None),
-            )
-            .await
+            None => match tokio::time::timeout(self.timeout * 2, Conn::open(&self.connect, None))
+                .await
             {
                 Ok(Ok(conn)) => {
                     *self.conn.write().await = Some(conn.clone());
@@ -358,7 +382,7 @@ impl RedisStore {
         if !self.is_healthy() {
             return Err(unavailable(format!(
                 "Redis ({}) is not reachable",
-                self.target.describe()
+                self.connect.target.describe()
             )));
         }
         let Some(conn) = self.conn.read().await.clone() else {
@@ -514,14 +538,14 @@ impl Store for RedisStore {
             } else {
                 Err(unavailable(format!(
                     "Redis ({}) is not reachable",
-                    self.target.describe()
+                    self.connect.target.describe()
                 )))
             }
         })
     }
 
     fn kind(&self) -> &'static str {
-        match self.target {
+        match self.connect.target {
             Target::Single(_) => "redis",
             Target::Cluster(_) => "redis-cluster",
         }

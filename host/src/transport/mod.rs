@@ -118,6 +118,50 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         "counter",
         bus.slow_readers.load(Ordering::Relaxed),
     );
+    gauge(
+        "roster_heartbeats_total",
+        "Heartbeats handled.",
+        "counter",
+        hub.heartbeat_stats.beats.load(Ordering::Relaxed),
+    );
+    gauge(
+        "roster_heartbeat_calls_total",
+        "Component calls that carried heartbeats (coalesced: fewer than heartbeats under load).",
+        "counter",
+        hub.heartbeat_stats.calls.load(Ordering::Relaxed),
+    );
+    if let crate::Backend::Redis(store, feed) = &hub.backend {
+        gauge(
+            "roster_redis_round_trips_total",
+            "Pipelines sent to Redis (one per call; one per slot on a cluster).",
+            "counter",
+            store.stats.round_trips.load(Ordering::Relaxed),
+        );
+        gauge(
+            "roster_redis_batches_total",
+            "Atomic batches (script calls) sent to Redis.",
+            "counter",
+            store.stats.batches.load(Ordering::Relaxed),
+        );
+        gauge(
+            "roster_redis_events_published_total",
+            "Events published to other nodes.",
+            "counter",
+            feed.stats.published.load(Ordering::Relaxed),
+        );
+        gauge(
+            "roster_redis_events_relayed_total",
+            "Events from other nodes delivered here.",
+            "counter",
+            feed.stats.relayed.load(Ordering::Relaxed),
+        );
+        gauge(
+            "roster_redis_events_dropped_total",
+            "Events that could not be published to other nodes.",
+            "counter",
+            feed.stats.dropped.load(Ordering::Relaxed),
+        );
+    }
     let stats = hub.runtime.stats();
     for (name, help, kind, pick) in [
         (
