@@ -604,3 +604,32 @@ async fn a_node_starts_before_its_redis() {
         .await;
     assert_eq!(joined["ok"], json!(true));
 }
+
+/// Redis over TLS (`rediss://`) with a private CA: nodes that trust the CA share presence
+/// (commands and Pub/Sub both over TLS); a node that does not trust it is never ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let redis = RedisServer::start_tls().await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let clock = Clock::manual(EPOCH_MS);
+    let ca = redis.ca_file.clone();
+    let a = node(&url, &clock, |c| c.redis_ca_file = ca.clone()).await;
+    let b = node(&url, &clock, |c| c.redis_ca_file = ca.clone()).await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut on_b = b.connect().await;
+    on_b.join("secure", "bea", json!({})).await;
+    let mut on_a = a.connect().await;
+    let (conn, ..) = on_a.join("secure", "al", json!({})).await;
+    let join = on_b.next_event().await;
+    assert_eq!(
+        join["connId"],
+        json!(conn),
+        "the event crossed over TLS Pub/Sub"
+    );
+
+    let untrusting = node(&url, &clock, |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, body) = untrusting.http().send("GET", "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+}

@@ -552,6 +552,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     process: Option<std::process::Child>,
     extra: Vec<String>,
+    /// With TLS: the CA certificate (PEM) that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A free TCP port on loopback (and, with `cluster_bus`, its +10000 cluster-bus port too).
@@ -581,9 +583,68 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("a temp dir"),
             process: None,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            ca_file: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// Starts a server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA
+    /// made for this test (its PEM is [`RedisServer::ca_file`]).
+    pub async fn start_tls() -> RedisServer {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "roster test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let server_key = KeyPair::generate().expect("a server key");
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("server params");
+        server
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_cert = server
+            .signed_by(&server_key, &issuer)
+            .expect("the server certificate");
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca_cert.pem()).expect("write");
+        std::fs::write(path("server.pem"), server_cert.pem()).expect("write");
+        std::fs::write(path("server.key"), server_key.serialize_pem()).expect("write");
+        let port = free_port(false);
+        let extra = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path("server.pem").display().to_string(),
+            "--tls-key-file".to_owned(),
+            path("server.key").display().to_string(),
+            "--tls-ca-cert-file".to_owned(),
+            path("ca.pem").display().to_string(),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+        ];
+        let mut redis = RedisServer {
+            port,
+            ca_file: Some(path("ca.pem")),
+            dir,
+            process: None,
+            extra,
+        };
+        redis.spawn().await;
+        redis
     }
 
     async fn spawn(&mut self) {
@@ -603,9 +664,8 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (install it: apt-get install redis-server)");
         self.process = Some(child);
-        let port = self.port;
-        eventually("redis-server to answer PING", || async move {
-            redis_cli(port, &["PING"]).trim() == "PONG"
+        eventually("redis-server to answer PING", || async {
+            self.cli(&["PING"]).trim() == "PONG"
         })
         .await;
     }
@@ -631,7 +691,15 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        redis_cli(self.port, args)
+        match &self.ca_file {
+            Some(ca) => {
+                let ca = ca.display().to_string();
+                let mut tls = vec!["--tls", "--cacert", ca.as_str()];
+                tls.extend_from_slice(args);
+                redis_cli(self.port, &tls)
+            }
+            None => redis_cli(self.port, args),
+        }
     }
 
     /// The `calls` of `cmdstat_<command>` in `INFO commandstats`.
