@@ -415,8 +415,11 @@ impl RedisStore {
                 )));
             }
         };
-        for ((index, _), reply) in calls.iter().zip(replies) {
-            outcomes[*index] = Some(decode(reply)?);
+        for ((index, call), reply) in calls.iter().zip(replies) {
+            outcomes[*index] = Some(match &call.plain {
+                Some((_, kind)) => decode_plain(*kind, reply)?,
+                None => decode(reply)?,
+            });
         }
         outcomes
             .into_iter()
@@ -490,11 +493,18 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for call in calls {
-            pipe.cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(call.keys.len())
-                .arg(&call.keys)
-                .arg(&call.args);
+            match &call.plain {
+                Some((cmd, _)) => {
+                    pipe.add_command(cmd.clone());
+                }
+                None => {
+                    pipe.cmd("EVALSHA")
+                        .arg(self.script.get_hash())
+                        .arg(call.keys.len())
+                        .arg(&call.keys)
+                        .arg(&call.args);
+                }
+            }
         }
         pipe
     }
@@ -552,14 +562,141 @@ impl Store for RedisStore {
     }
 }
 
-/// A batch encoded for `batch.lua`: its distinct keys and its flat arguments.
+/// A batch encoded for `batch.lua` (its distinct keys and its flat arguments), or, for a
+/// lone unguarded read, as that plain command: the same answer without a script (the
+/// reaper's scans and most reads are such batches).
 struct Encoded {
     keys: Vec<String>,
     args: Vec<String>,
+    plain: Option<(redis::Cmd, PlainReply)>,
+}
+
+/// How a plain read's native reply maps onto a [`Reply`].
+#[derive(Clone, Copy)]
+enum PlainReply {
+    Text,
+    Texts,
+    Pairs,
+    Members,
+    Int,
+}
+
+/// The plain command for a lone read, if it is one.
+fn plain_read(op: &Op) -> Option<(redis::Cmd, PlainReply)> {
+    let mut cmd;
+    let reply = match op {
+        Op::Get(k) => {
+            cmd = redis::cmd("GET");
+            cmd.arg(k);
+            PlainReply::Text
+        }
+        Op::Hget(o) => {
+            cmd = redis::cmd("HGET");
+            cmd.arg(&o.key).arg(&o.field);
+            PlainReply::Text
+        }
+        Op::Hmget(o) if !o.fields.is_empty() => {
+            cmd = redis::cmd("HMGET");
+            cmd.arg(&o.key).arg(&o.fields);
+            PlainReply::Texts
+        }
+        Op::Hgetall(k) => {
+            cmd = redis::cmd("HGETALL");
+            cmd.arg(k);
+            PlainReply::Pairs
+        }
+        Op::Smembers(k) => {
+            cmd = redis::cmd("SMEMBERS");
+            cmd.arg(k);
+            PlainReply::Members
+        }
+        Op::Scard(k) => {
+            cmd = redis::cmd("SCARD");
+            cmd.arg(k);
+            PlainReply::Int
+        }
+        Op::ZrangeByScore(o) => {
+            cmd = redis::cmd("ZRANGEBYSCORE");
+            cmd.arg(&o.key)
+                .arg(score_bound(o.min))
+                .arg(score_bound(o.max))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(o.limit);
+            PlainReply::Members
+        }
+        _ => return None,
+    };
+    Some((cmd, reply))
+}
+
+/// Decodes the native reply of a plain read.
+fn decode_plain(kind: PlainReply, reply: Value) -> Result<BatchOutcome, StoreError> {
+    fn text(value: Value) -> Result<Option<String>, StoreError> {
+        match value {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| StoreError::Rejected("Redis replied with non-UTF-8 text".into())),
+            Value::SimpleString(text) => Ok(Some(text)),
+            Value::ServerError(error) => Err(StoreError::Rejected(error.to_string())),
+            other => Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
+        }
+    }
+    fn items(value: Value) -> Result<Vec<Value>, StoreError> {
+        match value {
+            Value::Array(items) | Value::Set(items) => Ok(items),
+            Value::Map(pairs) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
+            Value::ServerError(error) => Err(StoreError::Rejected(error.to_string())),
+            other => Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
+        }
+    }
+    let reply = match kind {
+        PlainReply::Text => text(reply)?.map_or(Reply::None, Reply::Text),
+        PlainReply::Texts => Reply::Texts(
+            items(reply)?
+                .into_iter()
+                .map(text)
+                .collect::<Result<_, _>>()?,
+        ),
+        PlainReply::Members => Reply::Members(
+            items(reply)?
+                .into_iter()
+                .map(|v| text(v).map(Option::unwrap_or_default))
+                .collect::<Result<_, _>>()?,
+        ),
+        PlainReply::Pairs => {
+            let flat: Vec<String> = items(reply)?
+                .into_iter()
+                .map(|v| text(v).map(Option::unwrap_or_default))
+                .collect::<Result<_, _>>()?;
+            Reply::Pairs(
+                flat.chunks(2)
+                    .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
+                    .collect(),
+            )
+        }
+        PlainReply::Int => match reply {
+            Value::Int(n) => Reply::Int(n),
+            Value::ServerError(error) => return Err(StoreError::Rejected(error.to_string())),
+            other => return Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
+        },
+    };
+    Ok(BatchOutcome::Applied(vec![reply]))
 }
 
 impl Encoded {
     fn new(batch: &Batch) -> Encoded {
+        if let ([], [op]) = (batch.guards.as_slice(), batch.ops.as_slice())
+            && let Some(plain) = plain_read(op)
+        {
+            let (_, key) = op_name(op);
+            return Encoded {
+                keys: vec![key.to_owned()],
+                args: Vec::new(),
+                plain: Some(plain),
+            };
+        }
         let mut encoded = Encoded {
             keys: Vec::new(),
             args: vec![
@@ -567,6 +704,7 @@ impl Encoded {
                 batch.guards.len().to_string(),
                 batch.ops.len().to_string(),
             ],
+            plain: None,
         };
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut key = |encoded: &mut Encoded, k: &str| {
@@ -862,12 +1000,38 @@ mod tests {
             ],
         };
         let encoded = Encoded::new(&batch);
+        assert!(encoded.plain.is_none(), "a guarded batch runs as a script");
         assert_eq!(encoded.keys, vec!["{a}k".to_string(), "{a}z".to_string()]);
         assert_eq!(
             encoded.args,
             [
                 "1", "1", "2", "F", "1", "f", "0", "", "get", "1", "zrange", "2", "-inf", "5", "3"
             ]
+        );
+    }
+
+    /// A lone unguarded read is a plain command; its native reply decodes like the script's.
+    #[test]
+    fn plain_reads() {
+        let read = Batch {
+            guards: Vec::new(),
+            ops: vec![Op::Smembers("{a}s".into())],
+        };
+        let encoded = Encoded::new(&read);
+        let (cmd, kind) = encoded.plain.expect("a plain read");
+        assert_eq!(cmd.args_iter().count(), 2);
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(
+            decode_plain(kind, Value::Array(vec![bulk("x"), bulk("y")])).unwrap(),
+            BatchOutcome::Applied(vec![Reply::Members(vec!["x".into(), "y".into()])])
+        );
+        assert_eq!(
+            decode_plain(PlainReply::Texts, Value::Array(vec![bulk("v"), Value::Nil])).unwrap(),
+            BatchOutcome::Applied(vec![Reply::Texts(vec![Some("v".into()), None])])
+        );
+        assert_eq!(
+            decode_plain(PlainReply::Text, Value::Nil).unwrap(),
+            BatchOutcome::Applied(vec![Reply::None])
         );
     }
 
