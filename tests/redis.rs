@@ -457,22 +457,25 @@ async fn redis_restart_under_load() {
         .await;
 }
 
+/// A ready node on `redis` whose reaper stays out of round-trip counts.
+async fn counting_node(redis: &RedisServer) -> TestHost {
+    let url = redis.url();
+    let host = TestHost::start_with(move |c| {
+        c.redis_url = Some(url);
+        c.reaper_interval_ms = 3_600_000;
+        c.reaper_lookback_ms = Some(7_200_000);
+    })
+    .await;
+    ready(&host).await;
+    host
+}
+
 /// A plain heartbeat costs one round trip: one script call, counted by Redis itself and by
 /// the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_heartbeat_is_one_round_trip() {
     let redis = RedisServer::start().await;
-    let host = TestHost::start_with({
-        let url = redis.url();
-        move |c| {
-            c.redis_url = Some(url);
-            // Keep the reaper's scans out of the count.
-            c.reaper_interval_ms = 3_600_000;
-            c.reaper_lookback_ms = Some(7_200_000);
-        }
-    })
-    .await;
-    ready(&host).await;
+    let host = counting_node(&redis).await;
     let mut client = host.connect().await;
     let (conn, ..) = client.join("rt", "u", json!({})).await;
     let Backend::Redis(store, _) = &host.hub.backend else {
@@ -502,16 +505,7 @@ async fn a_plain_heartbeat_is_one_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_heartbeats_share_round_trips() {
     let redis = RedisServer::start().await;
-    let host = TestHost::start_with({
-        let url = redis.url();
-        move |c| {
-            c.redis_url = Some(url);
-            c.reaper_interval_ms = 3_600_000;
-            c.reaper_lookback_ms = Some(7_200_000);
-        }
-    })
-    .await;
-    ready(&host).await;
+    let host = counting_node(&redis).await;
     let mut clients = Vec::new();
     for i in 0..50 {
         let mut client = host.connect().await;

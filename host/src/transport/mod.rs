@@ -80,86 +80,91 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let bus = &hub.bus.stats;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let mut series: Vec<(&str, &str, &str, u64)> = vec![
+        (
+            "roster_sockets",
+            "Open sockets (WebSocket and Socket.IO).",
+            "gauge",
+            hub.socket_count() as u64,
+        ),
+        (
+            "roster_rooms",
+            "Rooms with a subscriber on this node.",
+            "gauge",
+            hub.bus.room_count() as u64,
+        ),
+        (
+            "roster_events_published_total",
+            "Events delivered to this node's bus.",
+            "counter",
+            load(&bus.published),
+        ),
+        (
+            "roster_event_deliveries_total",
+            "Event copies queued to sockets.",
+            "counter",
+            load(&bus.delivered),
+        ),
+        (
+            "roster_slow_readers_total",
+            "Sockets closed because their outbound queue overflowed.",
+            "counter",
+            load(&bus.slow_readers),
+        ),
+        (
+            "roster_heartbeats_total",
+            "Heartbeats handled.",
+            "counter",
+            load(&hub.heartbeat_stats.beats),
+        ),
+        (
+            "roster_heartbeat_calls_total",
+            "Component calls that carried heartbeats (coalesced: fewer than heartbeats under load).",
+            "counter",
+            load(&hub.heartbeat_stats.calls),
+        ),
+    ];
+    if let crate::Backend::Redis(store, feed) = &hub.backend {
+        series.extend([
+            (
+                "roster_redis_round_trips_total",
+                "Pipelines sent to Redis (one per call; one per slot on a cluster).",
+                "counter",
+                load(&store.stats.round_trips),
+            ),
+            (
+                "roster_redis_batches_total",
+                "Atomic batches sent to Redis.",
+                "counter",
+                load(&store.stats.batches),
+            ),
+            (
+                "roster_redis_events_published_total",
+                "Events published to other nodes.",
+                "counter",
+                load(&feed.stats.published),
+            ),
+            (
+                "roster_redis_events_relayed_total",
+                "Events from other nodes delivered here.",
+                "counter",
+                load(&feed.stats.relayed),
+            ),
+            (
+                "roster_redis_events_dropped_total",
+                "Events that could not be published to other nodes.",
+                "counter",
+                load(&feed.stats.dropped),
+            ),
+        ]);
+    }
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
+    for (name, help, kind, value) in series {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    let bus = &hub.bus.stats;
-    gauge(
-        "roster_sockets",
-        "Open WebSocket connections.",
-        "gauge",
-        hub.socket_count() as u64,
-    );
-    gauge(
-        "roster_rooms",
-        "Rooms with a subscriber on this node.",
-        "gauge",
-        hub.bus.room_count() as u64,
-    );
-    gauge(
-        "roster_events_published_total",
-        "Events published to this node's bus.",
-        "counter",
-        bus.published.load(Ordering::Relaxed),
-    );
-    gauge(
-        "roster_event_deliveries_total",
-        "Event copies queued to sockets.",
-        "counter",
-        bus.delivered.load(Ordering::Relaxed),
-    );
-    gauge(
-        "roster_slow_readers_total",
-        "Sockets closed because their outbound queue overflowed.",
-        "counter",
-        bus.slow_readers.load(Ordering::Relaxed),
-    );
-    gauge(
-        "roster_heartbeats_total",
-        "Heartbeats handled.",
-        "counter",
-        hub.heartbeat_stats.beats.load(Ordering::Relaxed),
-    );
-    gauge(
-        "roster_heartbeat_calls_total",
-        "Component calls that carried heartbeats (coalesced: fewer than heartbeats under load).",
-        "counter",
-        hub.heartbeat_stats.calls.load(Ordering::Relaxed),
-    );
-    if let crate::Backend::Redis(store, feed) = &hub.backend {
-        gauge(
-            "roster_redis_round_trips_total",
-            "Pipelines sent to Redis (one per call; one per slot on a cluster).",
-            "counter",
-            store.stats.round_trips.load(Ordering::Relaxed),
-        );
-        gauge(
-            "roster_redis_batches_total",
-            "Atomic batches (script calls) sent to Redis.",
-            "counter",
-            store.stats.batches.load(Ordering::Relaxed),
-        );
-        gauge(
-            "roster_redis_events_published_total",
-            "Events published to other nodes.",
-            "counter",
-            feed.stats.published.load(Ordering::Relaxed),
-        );
-        gauge(
-            "roster_redis_events_relayed_total",
-            "Events from other nodes delivered here.",
-            "counter",
-            feed.stats.relayed.load(Ordering::Relaxed),
-        );
-        gauge(
-            "roster_redis_events_dropped_total",
-            "Events that could not be published to other nodes.",
-            "counter",
-            feed.stats.dropped.load(Ordering::Relaxed),
         );
     }
     let stats = hub.runtime.stats();
