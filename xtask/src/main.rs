@@ -65,18 +65,9 @@ fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
 
 fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     cargo(root, &["test", "--workspace", "--locked"], extra)?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--locked",
-            "--package",
-            "roster-host",
-            "--bin",
-            "roster",
-        ],
-        &[],
-    )?;
+        // Workspace-wide, like the test build, so dependency features unify the same way and
+    // nothing is compiled twice.
+    cargo(root, &["build", "--locked", "--workspace", "--bins"], &[])?;
     socketio_suite(root)
 }
 
