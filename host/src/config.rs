@@ -67,6 +67,15 @@ pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;
 /// Heartbeats coalesced into one component call and one store round trip at most: large
 /// enough to amortise a call, small enough that a failed call touches few clients.
 pub const DEFAULT_HEARTBEAT_BATCH: usize = 64;
+/// A swapped-in component is watched this long: long enough to see real traffic, short
+/// enough that a later, unrelated incident does not undo a good swap.
+pub const DEFAULT_SWAP_GUARD_WINDOW_MS: u64 = 30_000;
+/// Half the calls failing is no flake.
+pub const DEFAULT_SWAP_GUARD_FAILURE_RATE: f64 = 0.5;
+/// Fewer calls say little about a version.
+pub const DEFAULT_SWAP_GUARD_MIN_CALLS: u64 = 10;
+/// Components are ~150 KB; 32 MiB leaves room for any honest component.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
 /// Time to announce every local `leave` and close sockets on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
@@ -205,9 +214,69 @@ pub struct Config {
     #[arg(long, env = "ROSTER_COMPONENT_MEMORY_MIB", default_value_t = DEFAULT_COMPONENT_MEMORY_MIB)]
     pub component_memory_mib: u64,
 
-    /// Live instances per component.
+        /// Live instances per component.
     #[arg(long, env = "ROSTER_COMPONENT_INSTANCES", default_value_t = DEFAULT_COMPONENT_INSTANCES)]
     pub component_instances: u32,
+
+    /// The presence component's call deadline (ms); default: the component deadline.
+    #[arg(long, env = "ROSTER_PRESENCE_DEADLINE_MS")]
+    pub presence_deadline_ms: Option<u64>,
+    /// The presence component's memory cap (MiB); default: the component memory cap.
+    #[arg(long, env = "ROSTER_PRESENCE_MEMORY_MIB")]
+    pub presence_memory_mib: Option<u64>,
+    /// The presence component's live instances; default: the component instances.
+    #[arg(long, env = "ROSTER_PRESENCE_INSTANCES")]
+    pub presence_instances: Option<u32>,
+    /// The metadata component's call deadline (ms).
+    #[arg(long, env = "ROSTER_METADATA_DEADLINE_MS")]
+    pub metadata_deadline_ms: Option<u64>,
+    /// The metadata component's memory cap (MiB).
+    #[arg(long, env = "ROSTER_METADATA_MEMORY_MIB")]
+    pub metadata_memory_mib: Option<u64>,
+    /// The metadata component's live instances.
+    #[arg(long, env = "ROSTER_METADATA_INSTANCES")]
+    pub metadata_instances: Option<u32>,
+    /// The reaper component's call deadline (ms).
+    #[arg(long, env = "ROSTER_REAPER_DEADLINE_MS")]
+    pub reaper_deadline_ms: Option<u64>,
+    /// The reaper component's memory cap (MiB).
+    #[arg(long, env = "ROSTER_REAPER_MEMORY_MIB")]
+    pub reaper_memory_mib: Option<u64>,
+    /// The reaper component's live instances.
+    #[arg(long, env = "ROSTER_REAPER_INSTANCES")]
+    pub reaper_instances: Option<u32>,
+
+    /// Bearer token of the admin API (`/admin/...`); without one the admin API refuses
+    /// every request.
+    #[arg(long, env = "ROSTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Watch `ROSTER_COMPONENTS_DIR`: a changed `presence.wasm`, `metadata.wasm` or
+    /// `reaper.wasm` is swapped in.
+    #[arg(long, env = "ROSTER_WATCH_COMPONENTS", default_value_t = false)]
+    pub watch_components: bool,
+
+    /// Where compiled components are cached (so restarts and rollbacks skip compiling);
+    /// `off` disables the cache. Default: `$XDG_CACHE_HOME/roster`, else
+    /// `$HOME/.cache/roster`.
+    #[arg(long, env = "ROSTER_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Largest component the admin API accepts, in bytes.
+    #[arg(long, env = "ROSTER_MAX_COMPONENT_BYTES", default_value_t = DEFAULT_MAX_COMPONENT_BYTES)]
+    pub max_component_bytes: usize,
+
+    /// How long after a swap the new component's failures are watched (ms).
+    #[arg(long, env = "ROSTER_SWAP_GUARD_WINDOW_MS", default_value_t = DEFAULT_SWAP_GUARD_WINDOW_MS)]
+    pub swap_guard_window_ms: u64,
+
+    /// The failure rate (traps and deadline hits over calls) that rolls a swap back.
+    #[arg(long, env = "ROSTER_SWAP_GUARD_FAILURE_RATE", default_value_t = DEFAULT_SWAP_GUARD_FAILURE_RATE)]
+    pub swap_guard_failure_rate: f64,
+
+    /// Calls a swapped-in component must serve before its failure rate is judged.
+    #[arg(long, env = "ROSTER_SWAP_GUARD_MIN_CALLS", default_value_t = DEFAULT_SWAP_GUARD_MIN_CALLS)]
+    pub swap_guard_min_calls: u64,
 
     /// Time to announce local leaves and close sockets on shutdown (ms).
     #[arg(long, env = "ROSTER_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
@@ -271,7 +340,23 @@ impl Default for Config {
             cors_origins: DEFAULT_CORS_ORIGINS.to_owned(),
             component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
             component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
-            component_instances: DEFAULT_COMPONENT_INSTANCES,
+                        component_instances: DEFAULT_COMPONENT_INSTANCES,
+            presence_deadline_ms: None,
+            presence_memory_mib: None,
+            presence_instances: None,
+            metadata_deadline_ms: None,
+            metadata_memory_mib: None,
+            metadata_instances: None,
+            reaper_deadline_ms: None,
+            reaper_memory_mib: None,
+            reaper_instances: None,
+            admin_token: None,
+            watch_components: false,
+            cache_dir: None,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            swap_guard_window_ms: DEFAULT_SWAP_GUARD_WINDOW_MS,
+            swap_guard_failure_rate: DEFAULT_SWAP_GUARD_FAILURE_RATE,
+            swap_guard_min_calls: DEFAULT_SWAP_GUARD_MIN_CALLS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             clock: Clock::System,
         }
@@ -283,6 +368,45 @@ impl Config {
     pub fn lookback_ms(&self) -> u64 {
         self.reaper_lookback_ms
             .unwrap_or_else(|| self.presence_ttl_ms.saturating_mul(2))
+    }
+
+        /// The sandbox limits of each slot: its own setting, else the component-wide one.
+    pub fn limits(&self) -> crate::runtime::Limits {
+        let slot = |deadline_ms: Option<u64>, memory_mib: Option<u64>, instances: Option<u32>| {
+            crate::runtime::SlotLimits {
+                deadline: Duration::from_millis(deadline_ms.unwrap_or(self.component_deadline_ms)),
+                memory_bytes: usize::try_from(memory_mib.unwrap_or(self.component_memory_mib).saturating_mul(1024 * 1024))
+                    .unwrap_or(usize::MAX),
+                instances: instances.unwrap_or(self.component_instances),
+            }
+        };
+        crate::runtime::Limits {
+            presence: slot(self.presence_deadline_ms, self.presence_memory_mib, self.presence_instances),
+            metadata: slot(self.metadata_deadline_ms, self.metadata_memory_mib, self.metadata_instances),
+            reaper: slot(self.reaper_deadline_ms, self.reaper_memory_mib, self.reaper_instances),
+        }
+    }
+
+    /// When a swap is rolled back by itself.
+    pub fn guard_rails(&self) -> crate::runtime::GuardRails {
+        crate::runtime::GuardRails {
+            window: Duration::from_millis(self.swap_guard_window_ms),
+            failure_rate: self.swap_guard_failure_rate,
+            min_calls: self.swap_guard_min_calls,
+        }
+    }
+
+    /// The artifact cache directory, or none when disabled.
+    pub fn component_cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) if dir.as_os_str() == "off" => None,
+            Some(dir) => Some(dir.clone()),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .map(|dir| dir.join("roster")),
+        }
     }
 
     /// The Redis round-trip timeout.
@@ -380,8 +504,47 @@ impl Config {
         if self.max_pending_messages == 0 {
             return out_of_range("ROSTER_MAX_PENDING_MESSAGES", 0, "must be positive");
         }
-        if self.component_deadline_ms == 0 {
+                if self.component_deadline_ms == 0 {
             return out_of_range("ROSTER_COMPONENT_DEADLINE_MS", 0, "must be positive");
+        }
+        for (name, limits) in [
+            ("presence", self.limits().presence),
+            ("metadata", self.limits().metadata),
+            ("reaper", self.limits().reaper),
+        ] {
+            if limits.deadline.is_zero()
+                || limits.memory_bytes == 0
+                || limits.memory_bytes > 4096 * 1024 * 1024
+                || limits.instances == 0
+                || limits.instances > 1024
+            {
+                return out_of_range(
+                    "ROSTER_<SLOT>_DEADLINE_MS / _MEMORY_MIB / _INSTANCES",
+                    name,
+                    "a slot needs a positive deadline, 1 to 4096 MiB and 1 to 1024 instances",
+                );
+            }
+        }
+        if !(self.swap_guard_failure_rate > 0.0 && self.swap_guard_failure_rate <= 1.0) {
+            return out_of_range(
+                "ROSTER_SWAP_GUARD_FAILURE_RATE",
+                self.swap_guard_failure_rate,
+                "must be above 0 and at most 1",
+            );
+        }
+        if self.watch_components && self.components_dir.is_none() {
+            return out_of_range(
+                "ROSTER_WATCH_COMPONENTS",
+                true,
+                "needs ROSTER_COMPONENTS_DIR, the directory to watch",
+            );
+        }
+        if self.admin_token.as_deref().is_some_and(|token| token.len() < 16) {
+            return out_of_range(
+                "ROSTER_ADMIN_TOKEN",
+                "(hidden)",
+                "must be at least 16 characters",
+            );
         }
         if self.component_memory_mib == 0 || self.component_memory_mib > 4096 {
             return out_of_range(

@@ -41,7 +41,7 @@ use crate::bus::redis::RedisFeed;
 use crate::bus::{Bus, EventSink};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
-use crate::runtime::{Components, Limits, Runtime, RuntimeError};
+use crate::runtime::{Components, Runtime, RuntimeError};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{Connect, RedisStore, Target};
@@ -146,16 +146,15 @@ pub async fn start(config: Config) -> Result<Node, Error> {
         Some(dir) => Components::from_dir(dir),
         None => Components::embedded(),
     };
-    let limits = Limits {
-        deadline: config.component_deadline(),
-        memory_bytes: usize::try_from(config.component_memory_mib.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX),
-        instances: config.component_instances,
-    };
+        let limits = config.limits();
+    let guard = config.guard_rails();
+    let cache_dir = config.component_cache_dir();
     let runtime_store = Arc::clone(&store);
     let loaded = components.clone();
     let runtime =
-        tokio::task::spawn_blocking(move || Runtime::new(&loaded, limits, runtime_store, events))
+        tokio::task::spawn_blocking(move || {
+            Runtime::new(&loaded, limits, guard, cache_dir.as_deref(), runtime_store, events)
+        })
             .await
             .map_err(|error| Error::Startup(error.to_string()))??;
     tracing::info!(
