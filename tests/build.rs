@@ -4,10 +4,14 @@
 use std::path::PathBuf;
 
 /// Fixture packages: (environment variable, package).
-const FIXTURES: [(&str, &str); 1] = [(
-    "ROSTER_FIXTURE_CHAOS_PRESENCE",
-    "roster-fixture-chaos-presence",
-)];
+const FIXTURES: [(&str, &str); 3] = [
+    (
+        "ROSTER_FIXTURE_CHAOS_PRESENCE",
+        "roster-fixture-chaos-presence",
+    ),
+    ("ROSTER_FIXTURE_PRESENCE_V2", "roster-fixture-presence-v2"),
+    ("ROSTER_FIXTURE_ALWAYS_TRAP", "roster-fixture-always-trap"),
+];
 
 fn main() -> Result<(), String> {
     let manifest_dir =

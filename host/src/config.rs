@@ -214,7 +214,7 @@ pub struct Config {
     #[arg(long, env = "ROSTER_COMPONENT_MEMORY_MIB", default_value_t = DEFAULT_COMPONENT_MEMORY_MIB)]
     pub component_memory_mib: u64,
 
-        /// Live instances per component.
+    /// Live instances per component.
     #[arg(long, env = "ROSTER_COMPONENT_INSTANCES", default_value_t = DEFAULT_COMPONENT_INSTANCES)]
     pub component_instances: u32,
 
@@ -340,7 +340,7 @@ impl Default for Config {
             cors_origins: DEFAULT_CORS_ORIGINS.to_owned(),
             component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
             component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
-                        component_instances: DEFAULT_COMPONENT_INSTANCES,
+            component_instances: DEFAULT_COMPONENT_INSTANCES,
             presence_deadline_ms: None,
             presence_memory_mib: None,
             presence_instances: None,
@@ -370,20 +370,36 @@ impl Config {
             .unwrap_or_else(|| self.presence_ttl_ms.saturating_mul(2))
     }
 
-        /// The sandbox limits of each slot: its own setting, else the component-wide one.
+    /// The sandbox limits of each slot: its own setting, else the component-wide one.
     pub fn limits(&self) -> crate::runtime::Limits {
         let slot = |deadline_ms: Option<u64>, memory_mib: Option<u64>, instances: Option<u32>| {
             crate::runtime::SlotLimits {
                 deadline: Duration::from_millis(deadline_ms.unwrap_or(self.component_deadline_ms)),
-                memory_bytes: usize::try_from(memory_mib.unwrap_or(self.component_memory_mib).saturating_mul(1024 * 1024))
-                    .unwrap_or(usize::MAX),
+                memory_bytes: usize::try_from(
+                    memory_mib
+                        .unwrap_or(self.component_memory_mib)
+                        .saturating_mul(1024 * 1024),
+                )
+                .unwrap_or(usize::MAX),
                 instances: instances.unwrap_or(self.component_instances),
             }
         };
         crate::runtime::Limits {
-            presence: slot(self.presence_deadline_ms, self.presence_memory_mib, self.presence_instances),
-            metadata: slot(self.metadata_deadline_ms, self.metadata_memory_mib, self.metadata_instances),
-            reaper: slot(self.reaper_deadline_ms, self.reaper_memory_mib, self.reaper_instances),
+            presence: slot(
+                self.presence_deadline_ms,
+                self.presence_memory_mib,
+                self.presence_instances,
+            ),
+            metadata: slot(
+                self.metadata_deadline_ms,
+                self.metadata_memory_mib,
+                self.metadata_instances,
+            ),
+            reaper: slot(
+                self.reaper_deadline_ms,
+                self.reaper_memory_mib,
+                self.reaper_instances,
+            ),
         }
     }
 
@@ -504,7 +520,7 @@ impl Config {
         if self.max_pending_messages == 0 {
             return out_of_range("ROSTER_MAX_PENDING_MESSAGES", 0, "must be positive");
         }
-                if self.component_deadline_ms == 0 {
+        if self.component_deadline_ms == 0 {
             return out_of_range("ROSTER_COMPONENT_DEADLINE_MS", 0, "must be positive");
         }
         for (name, limits) in [
@@ -539,7 +555,11 @@ impl Config {
                 "needs ROSTER_COMPONENTS_DIR, the directory to watch",
             );
         }
-        if self.admin_token.as_deref().is_some_and(|token| token.len() < 16) {
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
             return out_of_range(
                 "ROSTER_ADMIN_TOKEN",
                 "(hidden)",

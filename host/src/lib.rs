@@ -15,10 +15,12 @@
 //!   `/readyz`, `/metrics`.
 //! - [`reaper`]: the periodic reaper tick.
 //! - [`shutdown`]: signals and the graceful drain of sockets.
+//! - [`admin_client`]: the client of the admin API behind `roster components ...`.
 //!
 //! [`run`] is the whole server; `main.rs` only parses flags and calls it, so tests run the
 //! real server in-process on `127.0.0.1:0`.
 
+pub mod admin_client;
 pub mod bus;
 pub mod config;
 pub mod hub;
@@ -146,17 +148,23 @@ pub async fn start(config: Config) -> Result<Node, Error> {
         Some(dir) => Components::from_dir(dir),
         None => Components::embedded(),
     };
-        let limits = config.limits();
+    let limits = config.limits();
     let guard = config.guard_rails();
     let cache_dir = config.component_cache_dir();
     let runtime_store = Arc::clone(&store);
     let loaded = components.clone();
-    let runtime =
-        tokio::task::spawn_blocking(move || {
-            Runtime::new(&loaded, limits, guard, cache_dir.as_deref(), runtime_store, events)
-        })
-            .await
-            .map_err(|error| Error::Startup(error.to_string()))??;
+    let runtime = tokio::task::spawn_blocking(move || {
+        Runtime::new(
+            &loaded,
+            limits,
+            guard,
+            cache_dir.as_deref(),
+            runtime_store,
+            events,
+        )
+    })
+    .await
+    .map_err(|error| Error::Startup(error.to_string()))??;
     tracing::info!(
         node = %node_id,
         presence = %components.presence,
@@ -184,6 +192,15 @@ impl Node {
         background.spawn(reaper::renew_leases(Arc::clone(&hub)));
         background.spawn(hub::retry_deferred_leaves(Arc::clone(&hub)));
         background.spawn(hub::run_heartbeat_batcher(Arc::clone(&hub)));
+        if let (true, Some(dir)) = (
+            hub.config().watch_components,
+            hub.config().components_dir.clone(),
+        ) {
+            let watcher = Arc::clone(&hub);
+            background.spawn(async move {
+                runtime::watch(&watcher.runtime, &dir, watcher.shutdown_token().clone()).await;
+            });
+        }
         background.close();
 
         let (app, socketio) = transport::router(Arc::clone(&hub));

@@ -40,6 +40,16 @@ pub fn chaos_presence() -> PathBuf {
     PathBuf::from(env!("ROSTER_FIXTURE_CHAOS_PRESENCE"))
 }
 
+/// The presence component with a visibly different rule (`tests/fixtures/presence-v2`).
+pub fn presence_v2() -> PathBuf {
+    PathBuf::from(env!("ROSTER_FIXTURE_PRESENCE_V2"))
+}
+
+/// A presence component that traps on every call (`tests/fixtures/always-trap`).
+pub fn always_trap() -> PathBuf {
+    PathBuf::from(env!("ROSTER_FIXTURE_ALWAYS_TRAP"))
+}
+
 /// The configuration tests start from: a manual clock, a fast reaper, no rate limit, and
 /// node leases longer than any clock jump a test makes (a lease is judged by the clock;
 /// tests of node death set their own short lease on the real clock).
@@ -296,6 +306,18 @@ impl WsClient {
         let mut data = frame["data"].clone();
         data["event"] = frame["event"].clone();
         data
+    }
+
+    /// Takes the events buffered so far (pushed while waiting for replies).
+    pub fn drain_events(&mut self) -> Vec<Value> {
+        self.events
+            .drain(..)
+            .map(|frame| {
+                let mut data = frame["data"].clone();
+                data["event"] = frame["event"].clone();
+                data
+            })
+            .collect()
     }
 
     /// Skips events until one matches.

@@ -65,7 +65,7 @@ fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
 
 fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     cargo(root, &["test", "--workspace", "--locked"], extra)?;
-        // Workspace-wide, like the test build, so dependency features unify the same way and
+    // Workspace-wide, like the test build, so dependency features unify the same way and
     // nothing is compiled twice.
     cargo(root, &["build", "--locked", "--workspace", "--bins"], &[])?;
     socketio_suite(root)

@@ -73,14 +73,13 @@ impl ArtifactCache {
     /// Stores an artifact; failures are logged and ignored.
     fn write(&self, version: &str, artifact: &[u8]) {
         let path = self.artifact(version);
-        let result = std::fs::create_dir_all(&self.dir)
-            .and_then(|()| {
-                // Write aside and rename, so a reader never sees half an artifact.
-                let partial = path.with_extension(format!("cwasm.{}.partial", std::process::id()));
-                std::fs::write(&partial, artifact)?;
-                std::fs::write(path.with_extension("cwasm.sha256"), sha256_hex(artifact))?;
-                std::fs::rename(&partial, &path)
-            });
+        let result = std::fs::create_dir_all(&self.dir).and_then(|()| {
+            // Write aside and rename, so a reader never sees half an artifact.
+            let partial = path.with_extension(format!("cwasm.{}.partial", std::process::id()));
+            std::fs::write(&partial, artifact)?;
+            std::fs::write(path.with_extension("cwasm.sha256"), sha256_hex(artifact))?;
+            std::fs::rename(&partial, &path)
+        });
         if let Err(error) = result {
             tracing::warn!(%error, path = %path.display(), "could not cache a compiled component");
         }
@@ -94,14 +93,21 @@ impl ArtifactCache {
 /// Ours do: they are read only from the cache directory, under the engine's compatibility
 /// hash, and only when their SHA-256 matches the one written beside them. wasmtime also
 /// checks the artifact's header against the engine and refuses a mismatch.
-#[expect(unsafe_code, reason = "loading our own precompiled artifacts; see the doc comment")]
+#[expect(
+    unsafe_code,
+    reason = "loading our own precompiled artifacts; see the doc comment"
+)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: see above: the bytes are an intact artifact this engine configuration wrote.
     unsafe { Component::deserialize(engine, artifact) }
 }
 
 /// Compiles `bytes` (a component binary), or loads its artifact from `cache`.
-pub fn compile(engine: &Engine, cache: Option<&ArtifactCache>, bytes: &[u8]) -> Result<Compiled, String> {
+pub fn compile(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    bytes: &[u8],
+) -> Result<Compiled, String> {
     let started = Instant::now();
     let version = sha256_hex(bytes);
     if let Some(cache) = cache
@@ -119,8 +125,8 @@ pub fn compile(engine: &Engine, cache: Option<&ArtifactCache>, bytes: &[u8]) -> 
             Err(error) => tracing::warn!(%error, %version, "ignoring an unusable cached artifact"),
         }
     }
-    let component =
-        Component::new(engine, bytes).map_err(|error| format!("not a valid component: {error:#}"))?;
+    let component = Component::new(engine, bytes)
+        .map_err(|error| format!("not a valid component: {error:#}"))?;
     if let Some(cache) = cache {
         match component.serialize() {
             Ok(artifact) => cache.write(&version, &artifact),

@@ -27,6 +27,9 @@
 pub mod bindings;
 pub mod cache;
 mod host;
+mod watch;
+
+pub use watch::watch;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -99,7 +102,9 @@ impl std::str::FromStr for SlotName {
         SlotName::ALL
             .into_iter()
             .find(|slot| slot.as_str() == name)
-            .ok_or_else(|| format!("no component slot {name:?}; slots are presence, metadata, reaper"))
+            .ok_or_else(|| {
+                format!("no component slot {name:?}; slots are presence, metadata, reaper")
+            })
     }
 }
 
@@ -204,7 +209,11 @@ impl Components {
         let embedded = Components::embedded();
         let pick = |slot: SlotName, fallback: Source| {
             let path = slot_file(dir, slot);
-            if path.is_file() { Source::File(path) } else { fallback }
+            if path.is_file() {
+                Source::File(path)
+            } else {
+                fallback
+            }
         };
         Components {
             presence: pick(SlotName::Presence, embedded.presence),
@@ -534,7 +543,9 @@ impl EpochTicker {
                     }
                 }
             })
-            .map_err(|error| RuntimeError::Engine(format!("cannot start the epoch thread: {error}")))?;
+            .map_err(|error| {
+                RuntimeError::Engine(format!("cannot start the epoch thread: {error}"))
+            })?;
         Ok(EpochTicker { stop })
     }
 }
@@ -624,13 +635,33 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| RuntimeError::Engine(format!("linking WASI: {error:#}")))?;
-        PresenceComponent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|error| RuntimeError::Engine(format!("linking Roster's imports: {error:#}")))?;
+        PresenceComponent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| {
+            state
+        })
+        .map_err(|error| RuntimeError::Engine(format!("linking Roster's imports: {error:#}")))?;
         let cache = cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
         let ticker = EpochTicker::start(&engine)?;
-        let presence = Self::first_slot(&engine, &linker, cache.as_ref(), &components.presence, limits.presence)?;
-        let metadata = Self::first_slot(&engine, &linker, cache.as_ref(), &components.metadata, limits.metadata)?;
-        let reaper = Self::first_slot(&engine, &linker, cache.as_ref(), &components.reaper, limits.reaper)?;
+        let presence = Self::first_slot(
+            &engine,
+            &linker,
+            cache.as_ref(),
+            &components.presence,
+            limits.presence,
+        )?;
+        let metadata = Self::first_slot(
+            &engine,
+            &linker,
+            cache.as_ref(),
+            &components.metadata,
+            limits.metadata,
+        )?;
+        let reaper = Self::first_slot(
+            &engine,
+            &linker,
+            cache.as_ref(),
+            &components.reaper,
+            limits.reaper,
+        )?;
         Ok(Runtime {
             engine,
             linker,
@@ -658,7 +689,8 @@ impl Runtime {
             reason,
         };
         let bytes = source.bytes().map_err(failed)?;
-        let version = prepare::<W>(engine, linker, cache, &bytes, source.to_string(), None).map_err(failed)?;
+        let version = prepare::<W>(engine, linker, cache, &bytes, source.to_string(), None)
+            .map_err(failed)?;
         Ok(Slot {
             limits,
             permits: Semaphore::new(usize::try_from(limits.instances).unwrap_or(usize::MAX)),
@@ -672,18 +704,31 @@ impl Runtime {
 
     /// Per-slot counters.
     pub fn stats(&self) -> [SlotStats; 3] {
-        [self.presence.stats(), self.metadata.stats(), self.reaper.stats()]
+        [
+            self.presence.stats(),
+            self.metadata.stats(),
+            self.reaper.stats(),
+        ]
     }
 
     /// Every slot, for the admin API.
     pub fn slots(&self) -> [SlotInfo; 3] {
-        [self.presence.info(), self.metadata.info(), self.reaper.info()]
+        [
+            self.presence.info(),
+            self.metadata.info(),
+            self.reaper.info(),
+        ]
     }
 
     /// Replaces the component of `slot` with `bytes`: compiled off the executor (or loaded
     /// from the cache), type-checked, tried once, then swapped in atomically. On refusal
     /// the slot keeps serving its current version.
-    pub async fn swap(&self, slot: SlotName, bytes: Vec<u8>, source: String) -> Result<Swapped, SwapError> {
+    pub async fn swap(
+        &self,
+        slot: SlotName,
+        bytes: Vec<u8>,
+        source: String,
+    ) -> Result<Swapped, SwapError> {
         match slot {
             SlotName::Presence => self.swap_in(&self.presence, bytes, source).await,
             SlotName::Metadata => self.swap_in(&self.metadata, bytes, source).await,
@@ -709,16 +754,42 @@ impl Runtime {
         }
     }
 
-    async fn swap_in<W: World>(&self, slot: &Slot<W>, bytes: Vec<u8>, source: String) -> Result<Swapped, SwapError> {
+    async fn swap_in<W: World>(
+        &self,
+        slot: &Slot<W>,
+        bytes: Vec<u8>,
+        source: String,
+    ) -> Result<Swapped, SwapError> {
         let started = Instant::now();
-        let refused = |reason: String| SwapError::Refused { slot: W::SLOT, reason };
+        let refused = |reason: String| SwapError::Refused {
+            slot: W::SLOT,
+            reason,
+        };
+        let id = cache::sha256_hex(&bytes);
+        if slot.current.load().id == id {
+            // Already serving: nothing to do, and the previous version stays the previous.
+            return Ok(Swapped {
+                slot: W::SLOT,
+                version: id.clone(),
+                replaced: id,
+                swap_ms: started.elapsed().as_secs_f64() * 1000.0,
+                cached: true,
+            });
+        }
         let engine = self.engine.clone();
         let linker = self.linker.clone();
         let cache = self.cache.clone();
         let (version, origin) = tokio::task::spawn_blocking(move || {
             let mut origin = Origin::Compiled;
-            prepare::<W>(&engine, &linker, cache.as_ref(), &bytes, source, Some(&mut origin))
-                .map(|version| (version, origin))
+            prepare::<W>(
+                &engine,
+                &linker,
+                cache.as_ref(),
+                &bytes,
+                source,
+                Some(&mut origin),
+            )
+            .map(|version| (version, origin))
         })
         .await
         .map_err(|error| refused(format!("compiling failed: {error}")))?
@@ -751,10 +822,14 @@ impl Runtime {
     ) -> Result<R, CallError> {
         slot.calls.fetch_add(1, Ordering::Relaxed);
         // The semaphore is never closed, so acquiring fails only if it were.
-        let _permit = slot.permits.acquire().await.map_err(|_| CallError::Instantiate {
-            slot: W::SLOT.as_str(),
-            reason: "the runtime is shutting down".into(),
-        })?;
+        let _permit = slot
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| CallError::Instantiate {
+                slot: W::SLOT.as_str(),
+                reason: "the runtime is shutting down".into(),
+            })?;
         // The version is taken once: a swap during the call does not affect it.
         let version = slot.current.load_full();
         version.calls.fetch_add(1, Ordering::Relaxed);
@@ -791,7 +866,8 @@ impl Runtime {
         let deadline = limits.deadline;
         instance.store.data_mut().deadline = Instant::now() + deadline;
         instance.store.set_epoch_deadline(1);
-        let outcome = tokio::time::timeout(deadline, call(&instance.exports, &mut instance.store)).await;
+        let outcome =
+            tokio::time::timeout(deadline, call(&instance.exports, &mut instance.store)).await;
         let output = instance.store.data().log.take();
         match outcome {
             Ok(Ok(value)) => {
@@ -830,10 +906,14 @@ impl Runtime {
         }
         let calls = version.calls.load(Ordering::Relaxed);
         let failures = version.failures.load(Ordering::Relaxed);
-        if calls < self.guard.min_calls || (failures as f64) < self.guard.failure_rate * calls as f64 {
+        if calls < self.guard.min_calls
+            || (failures as f64) < self.guard.failure_rate * calls as f64
+        {
             return;
         }
-        if !Arc::ptr_eq(&slot.current.load(), version) || version.rolled_back.swap(true, Ordering::Relaxed) {
+        if !Arc::ptr_eq(&slot.current.load(), version)
+            || version.rolled_back.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let detail = format!(
@@ -848,7 +928,9 @@ impl Runtime {
                 to = %short(&swapped.version),
                 "rolled back a failing component by itself: {detail}"
             ),
-            Err(error) => tracing::error!(slot = %W::SLOT, %error, "a failing component could not be rolled back: {detail}"),
+            Err(error) => {
+                tracing::error!(slot = %W::SLOT, %error, "a failing component could not be rolled back: {detail}")
+            }
         }
     }
 
@@ -1031,8 +1113,12 @@ fn prepare<W: World>(
     let instance_pre = linker
         .instantiate_pre(&compiled.component)
         .map_err(|error| format!("its imports do not match the host: {error:#}"))?;
-    let pre = W::pre(instance_pre)
-        .map_err(|error| format!("it does not export the {} world's interface: {error:#}", W::SLOT))?;
+    let pre = W::pre(instance_pre).map_err(|error| {
+        format!(
+            "it does not export the {} world's interface: {error:#}",
+            W::SLOT
+        )
+    })?;
     tracing::debug!(slot = %W::SLOT, version = %short(&compiled.version), millis = compiled.millis, origin = ?compiled.origin, "component ready");
     let swapped_in = match swapped {
         Some(origin) => {
@@ -1055,7 +1141,11 @@ fn prepare<W: World>(
 }
 
 /// Restores `slot`'s previous version.
-fn rollback<W: World>(slot: &Slot<W>, kind: &'static str, detail: String) -> Result<Swapped, SwapError> {
+fn rollback<W: World>(
+    slot: &Slot<W>,
+    kind: &'static str,
+    detail: String,
+) -> Result<Swapped, SwapError> {
     let started = Instant::now();
     let mut previous = slot.previous.lock();
     let Some(restored) = previous.take() else {

@@ -3,9 +3,11 @@
 //! - [`socketio`]: Socket.IO v4 at `/socket.io/`;
 //! - [`ws`]: the plain WebSocket transport at `/ws`;
 //! - [`http`]: the REST API under `/v1/`;
+//! - [`admin`]: the admin API under `/admin/` (components: list, swap, rollback);
 //! - here: `/healthz` (alive), `/readyz` (store reachable, not shutting down) and
 //!   `/metrics` (Prometheus text).
 
+pub mod admin;
 pub mod http;
 pub mod socketio;
 pub mod ws;
@@ -41,6 +43,7 @@ pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(http::routes())
+        .merge(admin::routes(&hub))
         .layer(socketio)
         .layer(cors)
         .layer(DefaultBodyLimit::max(body_limit))

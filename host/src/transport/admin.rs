@@ -1,0 +1,180 @@
+//! The admin API under `/admin/`: the running components, swaps and rollbacks.
+//!
+//! Every request needs `Authorization: Bearer <ROSTER_ADMIN_TOKEN>`; with no token
+//! configured the admin API refuses everything (403), so it is never open by accident.
+//!
+//! - `GET /admin/components`: each slot's current and previous version (id = SHA-256 of the
+//!   component), when it was loaded, its calls and failures, its limits, recent events.
+//! - `PUT /admin/components/{slot}` (body: the component's bytes): swap it in.
+//! - `POST /admin/components/{slot}/rollback`: restore the previous version.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Serialize;
+
+use crate::hub::Hub;
+use crate::protocol::ApiError;
+use crate::runtime::bindings::types::ErrorCode;
+use crate::runtime::{SlotName, SwapError};
+
+/// The admin routes, with their own body limit (components are larger than requests).
+pub fn routes(hub: &Arc<Hub>) -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/admin/components", get(list))
+        .route("/admin/components/{slot}", put(swap))
+        .route("/admin/components/{slot}/rollback", post(rollback))
+        .layer(DefaultBodyLimit::max(hub.config().max_component_bytes))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(hub), authorize))
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = crate::protocol::reply_json(&Err(ApiError::new(code, message)));
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let Some(token) = hub.config().admin_token.as_deref() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "the admin API is disabled: set ROSTER_ADMIN_TOKEN to enable it",
+        );
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if same_secret(presented.as_bytes(), token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "wrong admin token",
+        ),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "the admin API needs Authorization: Bearer <ROSTER_ADMIN_TOKEN>",
+        ),
+    }
+}
+
+fn ok<T: Serialize>(value: &T) -> Response {
+    #[derive(Serialize)]
+    struct Ok<'a, T> {
+        ok: bool,
+        #[serde(flatten)]
+        value: &'a T,
+    }
+    match serde_json::to_string(&Ok { ok: true, value }) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ComponentFailed,
+            e.to_string(),
+        ),
+    }
+}
+
+fn unknown_slot(why: String) -> Response {
+    error(StatusCode::NOT_FOUND, ErrorCode::InvalidPayload, why)
+}
+
+fn refused(why: SwapError) -> Response {
+    match why {
+        SwapError::Refused { .. } => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPayload,
+            why.to_string(),
+        ),
+        SwapError::NoPrevious(_) => error(
+            StatusCode::CONFLICT,
+            ErrorCode::InvalidPayload,
+            why.to_string(),
+        ),
+    }
+}
+
+async fn list(State(hub): State<Arc<Hub>>) -> Response {
+    #[derive(Serialize)]
+    struct Components {
+        node: String,
+        components: [crate::runtime::SlotInfo; 3],
+    }
+    ok(&Components {
+        node: hub.node_id().to_owned(),
+        components: hub.runtime.slots(),
+    })
+}
+
+async fn swap(State(hub): State<Arc<Hub>>, Path(name): Path<String>, body: Bytes) -> Response {
+    let slot: SlotName = match name.parse() {
+        Ok(slot) => slot,
+        Err(why) => return unknown_slot(why),
+    };
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPayload,
+            "the body must be the component's bytes",
+        );
+    }
+    match hub
+        .runtime
+        .swap(slot, body.to_vec(), "admin upload".into())
+        .await
+    {
+        Ok(swapped) => ok(&swapped),
+        Err(why) => {
+            tracing::warn!(%slot, reason = %why, "refused a component upload");
+            refused(why)
+        }
+    }
+}
+
+async fn rollback(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Response {
+    let slot: SlotName = match name.parse() {
+        Ok(slot) => slot,
+        Err(why) => return unknown_slot(why),
+    };
+    match hub.runtime.rollback(slot) {
+        Ok(swapped) => {
+            tracing::info!(%slot, to = %swapped.version, "component rolled back on request");
+            ok(&swapped)
+        }
+        Err(why) => refused(why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Secrets compare equal only when equal.
+    #[test]
+    fn secrets() {
+        assert!(same_secret(b"abcdef", b"abcdef"));
+        assert!(!same_secret(b"abcdef", b"abcdeg"));
+        assert!(!same_secret(b"abc", b"abcdef"));
+    }
+}
