@@ -17,7 +17,13 @@ fn main() -> Result<(), String> {
     let manifest_dir =
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let root = xtask::workspace_root(&manifest_dir);
-    for watched in ["components", "wit", "tests/fixtures", "Cargo.lock"] {
+    for watched in [
+        "components",
+        "wit",
+        "tests/fixtures",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -218,6 +218,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_COMPONENT_INSTANCES", default_value_t = DEFAULT_COMPONENT_INSTANCES)]
     pub component_instances: u32,
 
+    /// Names the components' compiled functions for `perf`: `perfmap` writes
+    /// `/tmp/perf-<pid>.map` (see docs/benchmarks.md). Off by default.
+    #[arg(long, env = "ROSTER_PROFILER", value_enum, default_value_t = Profiler::None)]
+    pub profiler: Profiler,
+
     /// The presence component's call deadline (ms); default: the component deadline.
     #[arg(long, env = "ROSTER_PRESENCE_DEADLINE_MS")]
     pub presence_deadline_ms: Option<u64>,
@@ -341,6 +346,7 @@ impl Default for Config {
             component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
             component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
             component_instances: DEFAULT_COMPONENT_INSTANCES,
+            profiler: Profiler::None,
             presence_deadline_ms: None,
             presence_memory_mib: None,
             presence_instances: None,
@@ -602,6 +608,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A profiler the components' compiled code reports to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profiler {
+    /// None.
+    #[default]
+    None,
+    /// A perf map (`/tmp/perf-<pid>.map`) that `perf report` reads to name JIT code.
+    Perfmap,
 }
 
 /// The clock behind every `now` the components see and every TTL the embedded store keeps.

@@ -46,11 +46,12 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, event: Event);
 }
 
-/// What a socket's writer sends.
+/// What a socket's writer sends. Two thin pointers: the queue allocates room for 32 of
+/// these per socket up front, so their size is part of every idle socket's cost.
 #[derive(Debug)]
 pub enum Outbound {
     /// A reply, already encoded for the socket's transport.
-    Reply(String),
+    Reply(Box<String>),
     /// A pushed event, shared by every recipient.
     Event(Arc<Published>),
 }
@@ -159,7 +160,7 @@ impl Peer {
     /// Queues a reply, waiting for room: a socket that cannot take its replies stops being
     /// read (backpressure) rather than growing a queue.
     pub async fn reply(&self, text: String) -> bool {
-        self.tx.send(Outbound::Reply(text)).await.is_ok()
+        self.tx.send(Outbound::Reply(Box::new(text))).await.is_ok()
     }
 
     /// Queues an event without waiting; a full queue closes the socket.

@@ -56,6 +56,7 @@ use cache::{ArtifactCache, Origin};
 pub use host::HostState;
 
 use crate::bus::EventSink;
+use crate::config::Profiler;
 use crate::store::Store;
 
 /// How often the epoch advances: the granularity of deadlines and of a long call's yields.
@@ -570,7 +571,7 @@ pub struct Runtime {
     _ticker: EpochTicker,
 }
 
-fn engine(limits: &Limits) -> Result<Engine, RuntimeError> {
+fn engine(limits: &Limits, profiler: Profiler) -> Result<Engine, RuntimeError> {
     let all = limits.all();
     // Room for every slot's instances twice (old and new version during a swap), plus the
     // trial instance of a swap.
@@ -595,6 +596,9 @@ fn engine(limits: &Limits) -> Result<Engine, RuntimeError> {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if profiler == Profiler::Perfmap {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config).map_err(|error| RuntimeError::Engine(format!("{error:#}")))
 }
 
@@ -630,8 +634,9 @@ impl Runtime {
         cache_dir: Option<&Path>,
         store: Arc<dyn Store>,
         events: Arc<dyn EventSink>,
+        profiler: Profiler,
     ) -> Result<Self, RuntimeError> {
-        let engine = engine(&limits)?;
+        let engine = engine(&limits, profiler)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| RuntimeError::Engine(format!("linking WASI: {error:#}")))?;

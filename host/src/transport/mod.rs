@@ -26,6 +26,12 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
 
+/// Bytes a WebSocket (`/ws` or Socket.IO) reads at once. tungstenite allocates and
+/// zero-fills this buffer per connection: its default (128 KiB) made an idle socket cost
+/// ~138 KiB of RSS. Presence frames are a few hundred bytes, and a larger frame still grows
+/// the buffer as far as the frame limit allows.
+pub const WS_READ_BUFFER_BYTES: usize = 512;
+
 /// The node's router, and the Socket.IO handle that closes its transports at shutdown.
 pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
     let body_limit = hub.config().hard_frame_limit();
@@ -45,6 +51,7 @@ pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
         .merge(http::routes())
         .merge(admin::routes(&hub))
         .layer(socketio)
+        .layer(axum::middleware::map_request(socketio::own_head))
         .layer(cors)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(hub);

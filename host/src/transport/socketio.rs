@@ -43,9 +43,10 @@ struct Incoming {
     ack: AckSender,
 }
 
-/// The socket's inbox, kept in its extensions for [`Enqueued`].
+/// The socket's inbox, kept in its extensions for [`Enqueued`]. Requests are boxed: the
+/// channel allocates room for 32 of its items per socket up front, 3 KiB unboxed.
 #[derive(Clone)]
-struct Inbox(mpsc::Sender<Incoming>);
+struct Inbox(mpsc::Sender<Box<Incoming>>);
 
 /// Builds the Socket.IO layer and its handle (kept to close every transport at shutdown).
 pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
@@ -57,6 +58,7 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
         .max_payload(u64::try_from(limit).unwrap_or(u64::MAX))
         .ws_max_message_size(limit)
         .ws_max_frame_size(limit)
+        .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_buffer_size(config.max_pending_messages)
         .build_layer();
     let hub = Arc::clone(hub);
@@ -94,6 +96,36 @@ fn connect(hub: Arc<Hub>, socket: SocketRef) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Gives a Socket.IO request a head of its own. socketioxide keeps each connection's request
+/// head for the connection's life (handlers may read it), and hyper parses heads without
+/// copying: the URI and header values are slices of the connection's read buffer, so that
+/// whole buffer (16 KiB) stayed allocated per socket. Copying the head (a few hundred
+/// bytes) lets it go. Other routes are untouched.
+pub async fn own_head(mut request: axum::extract::Request) -> axum::extract::Request {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+    if !request.uri().path().starts_with("/socket.io/") {
+        return request;
+    }
+    let headers = std::mem::take(request.headers_mut());
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in &headers {
+        // `from_bytes` copies; both inputs come from a parsed head, so they are valid.
+        let (Ok(name), Ok(mut copy)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name, copy);
+    }
+    *request.headers_mut() = owned;
+    if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
 /// The extractor of the fallback handler: runs inline, in arrival order, and queues the
 /// request on the socket's inbox.
 struct Enqueued;
@@ -108,7 +140,7 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
     ) -> Result<Self, Infallible> {
         let ack = AckSender::from_message_parts(socket, value, ack_id)?;
         let (event, data) = split_message(value);
-        let incoming = Incoming { event, data, ack };
+        let incoming = Box::new(Incoming { event, data, ack });
         let Some(Inbox(inbox)) = socket.extensions.get::<Inbox>() else {
             return Ok(Enqueued);
         };
@@ -151,7 +183,7 @@ async fn serve(
     hub: Arc<Hub>,
     socket: SocketRef,
     peer: Arc<Peer>,
-    mut requests: mpsc::Receiver<Incoming>,
+    mut requests: mpsc::Receiver<Box<Incoming>>,
     outbound: mpsc::Receiver<Outbound>,
     _permit: SocketPermit,
 ) {
