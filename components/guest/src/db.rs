@@ -5,8 +5,8 @@
 //! wrong shape into a `COMPONENT_FAILED` failure rather than a panic.
 
 use crate::bindings::roster::hub::store::{
-    self, Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldsOp, Guard, HsetOp,
-    MembersOp, Op, Reply, ScoreGuard, SizeGuard, StoreError, ValueGuard, ZaddOp, ZrangeOp,
+    Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldsOp, Guard, HsetOp, MembersOp, Op,
+    Reply, ScoreGuard, SizeGuard, StoreError, ValueGuard, ZaddOp, ZrangeOp,
 };
 use crate::fail;
 use crate::types::{ErrorCode, Failure};
@@ -17,7 +17,7 @@ pub fn execute(batches: &[Batch]) -> Result<Vec<BatchOutcome>, Failure> {
     if batches.is_empty() {
         return Ok(Vec::new());
     }
-    let outcomes = store::execute(batches).map_err(|error| match error {
+    let outcomes = crate::host::execute(batches).map_err(|error| match error {
         StoreError::Unavailable(why) => fail::failure(
             ErrorCode::StoreUnavailable,
             format!("the store is unavailable: {why}"),

@@ -9,6 +9,7 @@
 //! - [`keys`]: the store key layout (hash tags, connection ids); documented in
 //!   `docs/architecture.md` because other nodes and Spin deployments read it too.
 //! - [`fail`]: building [`Failure`](bindings::roster::hub::types::Failure)s.
+//! - [`host`]: the host's imports (`store.execute`, `events.publish`), or a native stand-in.
 //! - [`db`]: running batches against the host's store and reading the replies.
 //! - [`state`]: presence state documents: parsing, shallow merge, change detection.
 //! - [`presence`], [`metadata`], [`reaper`]: the rules and the store choreography of each
@@ -29,6 +30,7 @@ pub mod bindings {
 
 pub mod db;
 pub mod fail;
+pub mod host;
 pub mod keys;
 pub mod metadata;
 pub mod presence;

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::roster::hub::events::{self, Event};
+use crate::bindings::roster::hub::events::Event;
 use crate::bindings::roster::hub::store::{Batch, Op, SetOp};
 use crate::db::{self, BatchBuilder, Replies};
 use crate::fail;
@@ -398,7 +398,7 @@ pub fn write(
             .build();
         match db::applied(db::execute_one(cas)?) {
             Ok(_) => {
-                events::publish(&Event::Metadata(MetadataEvent {
+                crate::host::publish(&Event::Metadata(MetadataEvent {
                     operation,
                     channel: request.channel.clone(),
                     items: plan.touched,

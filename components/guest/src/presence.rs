@@ -10,7 +10,7 @@
 //! from snapshots and refuses heartbeats with `UNKNOWN_CONNECTION` even before the reaper
 //! removes it, so the TTL means the same whatever the reaper's timing.
 
-use crate::bindings::roster::hub::events::{self, Event};
+use crate::bindings::roster::hub::events::Event;
 use crate::bindings::roster::hub::store::{Batch, BatchOutcome, Guard, Op};
 use crate::db::{self, BatchBuilder, Replies, score};
 use crate::fail;
@@ -117,7 +117,7 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
     }
     let members = replies.members()?;
 
-    events::publish(&Event::Presence(PresenceEvent {
+    crate::host::publish(&Event::Presence(PresenceEvent {
         change: PresenceChange::Join,
         room_id: request.room_id.clone(),
         user_id: request.user_id,
@@ -532,7 +532,7 @@ fn announce_update(
     let epoch = beat
         .epoch
         .map_or(current.epoch, |given| given.max(current.epoch));
-    events::publish(&Event::Presence(PresenceEvent {
+    crate::host::publish(&Event::Presence(PresenceEvent {
         change: PresenceChange::Update,
         room_id: current.room_id.clone(),
         user_id: current.user_id.clone(),
@@ -605,7 +605,7 @@ pub fn announce_leave(
         return Ok(None);
     };
     let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
-    events::publish(&Event::Presence(PresenceEvent {
+    crate::host::publish(&Event::Presence(PresenceEvent {
         change: PresenceChange::Leave,
         room_id: room_id.clone(),
         user_id: user_id.clone(),
