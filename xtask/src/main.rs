@@ -6,9 +6,13 @@
 //!   (`tests/socketio`, Node's test runner with the real `socket.io-client`) against a
 //!   `roster` binary (installing its npm packages first if they are missing).
 //! - `cargo xtask check`: `cargo fmt --check` and `cargo clippy -D warnings`.
+//! - `cargo xtask bench [--redis] <SCENARIO> [ARGS...]`: runs one load scenario of
+//!   `roster-bench` against a private release `roster` (see `bench.rs`, docs/benchmarks.md).
 //! - `cargo xtask build-components [DIR]`: builds the components and copies them to DIR
 //!   (default `target/components`) as `presence.wasm`, `metadata.wasm`, `reaper.wasm`,
 //!   the layout `roster --components-dir` reads.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -32,10 +36,11 @@ fn main() -> ExitCode {
         ),
         Some("test") => test(&root, &args[1..]),
         Some("check") => check(&root),
+        Some("bench") => bench::bench(&root, &args[1..]),
         Some("build-components") => build_components(&root, args.get(1).map(PathBuf::from)),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | build-components [DIR]>"
+                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | bench [--redis] SCENARIO [ARGS...] | build-components [DIR]>"
             );
             return ExitCode::from(2);
         }
@@ -98,7 +103,7 @@ fn socketio_suite(root: &Path) -> Result<(), String> {
 fn run(command: &mut Command) -> Result<(), String> {
     let status = command
         .status()
-        .map_err(|error| format!("cannot run {command:?} (is Node.js installed?): {error}"))?;
+        .map_err(|error| format!("cannot run {:?}: {error}", command.get_program()))?;
     if status.success() {
         Ok(())
     } else {

@@ -1,0 +1,140 @@
+//! The load generator against a real in-process host: each scenario, kept small, finishes
+//! by itself, with its own checks passing (no errors, every delivery seen, no lost update).
+//! The numbers are not judged here; `docs/benchmarks.md` holds them.
+
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
+use std::process::Command;
+
+use roster_tests::TestHost;
+
+/// Runs `roster-bench` against `host` with `args` and returns its output, failing the
+/// test if it fails.
+async fn bench(host: &TestHost, args: &[&str]) -> String {
+    let server = host.addr.to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roster-bench"));
+    command
+        .args(["--server", &server, "--server-pid"])
+        .arg(std::process::id().to_string())
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the runner thread")
+        .expect("roster-bench starts");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "roster-bench {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The number after `prefix` in `text`.
+fn number_after(text: &str, prefix: &str) -> f64 {
+    let rest = &text[text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+        + prefix.len()..];
+    let digits: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {prefix:?} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_load_over_both_transports() {
+    let host = TestHost::start().await;
+    for transport in ["ws", "socketio"] {
+        let out = bench(
+            &host,
+            &[
+                "--transport",
+                transport,
+                "steady",
+                "--clients",
+                "20",
+                "--rooms",
+                "2",
+                "--rate",
+                "10",
+                "--patch",
+                "0.5",
+                "--duration",
+                "2",
+                "--warmup",
+                "1",
+            ],
+        )
+        .await;
+        assert!(out.contains("errors 0"), "{transport}: {out}");
+        let acks = number_after(&out, "achieved ");
+        assert!(
+            acks > 100.0,
+            "{transport}: 20 clients × 10/s, got {acks} acks/s: {out}"
+        );
+        // Half the heartbeats carry a patch that fans out to the other 9 members.
+        let events = number_after(&out, "fan-out (");
+        assert!(events > 0.0, "{transport}: no fan-out measured: {out}");
+        assert!(out.contains("server: CPU"), "{transport}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_room_delivers_every_update_to_every_member() {
+    let host = TestHost::start().await;
+    let out = bench(
+        &host,
+        &[
+            "big-room",
+            "--members",
+            "100",
+            "--updates",
+            "5",
+            "--every-ms",
+            "20",
+        ],
+    )
+    .await;
+    // The sender's own events count too: 5 updates × 100 members.
+    assert!(out.contains("500 deliveries (expected 500)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_contention_loses_no_update() {
+    let host = TestHost::start().await;
+    let out = bench(&host, &["metadata", "--writers", "8", "--duration", "1"]).await;
+    assert!(out.contains("no lost update: true"), "{out}");
+    assert!(number_after(&out, "1 s: ") > 0.0, "no commit: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_storm_and_idle_connections() {
+    let host = TestHost::start().await;
+    let out = bench(
+        &host,
+        &[
+            "--transport",
+            "socketio",
+            "join-storm",
+            "--clients",
+            "200",
+            "--rooms",
+            "10",
+        ],
+    )
+    .await;
+    assert!(
+        out.contains("join storm: 200 clients into 10 rooms"),
+        "{out}"
+    );
+    let out = bench(&host, &["idle", "--connections", "300"]).await;
+    assert!(out.contains("KiB per connection"), "{out}");
+}

@@ -1,0 +1,262 @@
+//! `cargo xtask bench [--redis] <scenario> [ARGS...]`: builds `roster` and `roster-bench` in
+//! release, starts a private `roster` on a free loopback port (and, with `--redis`, a
+//! private `redis-server` behind it), runs one `roster-bench` scenario against it with the
+//! server's pid for CPU and memory readings, and stops both. ARGS go to `roster-bench`
+//! (`cargo xtask bench steady --help` lists them).
+//!
+//! The server runs as documented in docs/benchmarks.md: per-socket rate limit off (the load
+//! generator is the only client), socket cap just under this machine's open-file limit,
+//! an admin token for the `swap` scenario. Variables already in the environment (for
+//! example `ROSTER_PROFILER=perfmap`) reach it unchanged.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token of the benchmark server (loopback only, for the `swap` scenario).
+const ADMIN_TOKEN: &str = "roster-bench-admin-token";
+
+/// `roster-bench`'s scenarios.
+const SCENARIOS: [&str; 7] = [
+    "steady",
+    "search",
+    "big-room",
+    "idle",
+    "join-storm",
+    "metadata",
+    "swap",
+];
+
+/// Sockets the benchmark server accepts: the open-file limit here is 20,000 per process.
+const MAX_SOCKETS: &str = "19900";
+
+pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut redis = false;
+    let mut forwarded = Vec::new();
+    for arg in args {
+        match arg.as_str() {
+            "--redis" => redis = true,
+            _ => forwarded.push(arg.clone()),
+        }
+    }
+    // Options may come before the scenario (`--transport socketio idle`).
+    let Some(scenario) = forwarded
+        .iter()
+        .find(|arg| SCENARIOS.contains(&arg.as_str()))
+        .cloned()
+    else {
+        return Err(format!(
+            "usage: cargo xtask bench [--redis] [OPTIONS] <{}> [ARGS...]",
+            SCENARIOS.join(" | ")
+        ));
+    };
+    crate::cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "--package",
+            "roster-host",
+            "--bin",
+            "roster",
+            "--package",
+            "roster-bench",
+            "--bin",
+            "roster-bench",
+        ],
+        &[],
+    )?;
+    let release = target_dir(root).join("release");
+    if forwarded.iter().any(|a| a == "--help" || a == "-h") {
+        return crate::run(Command::new(release.join("roster-bench")).args(&forwarded));
+    }
+    if scenario == "swap" {
+        let built = xtask::build_wasm(
+            root,
+            &xtask::wasm_target_dir(root),
+            &["roster-presence", "roster-fixture-presence-v2"],
+        )?;
+        forwarded.push("--components".into());
+        forwarded.extend(built.iter().map(|p| p.display().to_string()));
+    }
+    let redis_server = if redis { Some(Redis::start()?) } else { None };
+    let port = free_port()?;
+    let mut server = Command::new(release.join("roster"));
+    server
+        .env("PORT", port.to_string())
+        .env("ROSTER_HOST", "127.0.0.1")
+        .env("ROSTER_RATE_LIMIT", "0")
+        .env("ROSTER_MAX_SOCKETS", MAX_SOCKETS)
+        .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null());
+    if let Some(redis) = &redis_server {
+        server.env("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port));
+    }
+    let mut server = Process::spawn(server, "roster")?;
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_ready(address, &mut server)?;
+    println!(
+        "roster {} on {address} ({} store), pid {}",
+        env!("CARGO_PKG_VERSION"),
+        if redis { "redis" } else { "embedded" },
+        server.pid()
+    );
+    let outcome = crate::run(
+        Command::new(release.join("roster-bench"))
+            .args(&forwarded)
+            .args(["--server", &address.to_string()])
+            .args(["--server-pid", &server.pid().to_string()])
+            .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN),
+    );
+    drop(server);
+    drop(redis_server);
+    outcome
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|error| format!("no free port: {error}"))
+}
+
+/// Waits for `GET /readyz` to answer 200.
+fn wait_ready(address: SocketAddr, server: &mut Process) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if server.exited() {
+            return Err("roster exited during start-up".into());
+        }
+        let ready = TcpStream::connect_timeout(&address, Duration::from_secs(1))
+            .and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+                stream.write_all(
+                    b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+                )?;
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply)?;
+                Ok(reply.starts_with(b"HTTP/1.1 200"))
+            })
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("roster on {address} was not ready within 120 s"))
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Process {
+    child: Child,
+    name: &'static str,
+}
+
+impl Process {
+    fn spawn(mut command: Command, name: &'static str) -> Result<Process, String> {
+        command
+            .spawn()
+            .map(|child| Process { child, name })
+            .map_err(|error| format!("cannot start {name}: {error}"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM (a graceful drain), then SIGKILL after 15 s.
+    fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("xtask: {} did not stop within 15 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A private `redis-server` on a free port, without persistence.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    _process: Process,
+}
+
+impl Redis {
+    fn start() -> Result<Redis, String> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("roster-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = Process::spawn(command, "redis-server")
+            .map_err(|error| format!("{error} (install it: apt-get install redis-server)"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("redis-server on 127.0.0.1:{port}, pid {}", process.pid());
+        Ok(Redis {
+            port,
+            dir,
+            _process: process,
+        })
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
