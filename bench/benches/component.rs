@@ -183,17 +183,7 @@ fn host_context(config: &Config) -> host_types::CallContext {
     host_types::CallContext {
         now: Clock::System.now_ms(),
         node_id: "bench".into(),
-        settings: host_types::Settings {
-            ttl_ms: config.presence_ttl_ms,
-            lookback_ms: config.lookback_ms(),
-            max_state_bytes: config.max_state_bytes,
-            max_room_members: config.max_room_members,
-            max_metadata_items: config.max_metadata_items,
-            max_metadata_bytes: config.max_metadata_bytes,
-            default_lock_ttl_ms: config.lock_ttl_ms,
-            max_lock_ttl_ms: config.max_lock_ttl_ms,
-            node_lease_ms: config.node_lease_ms,
-        },
+        settings: config.settings(),
     }
 }
 

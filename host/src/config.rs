@@ -370,6 +370,21 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The limits and windows every component call receives.
+    pub fn settings(&self) -> crate::runtime::bindings::types::Settings {
+        crate::runtime::bindings::types::Settings {
+            ttl_ms: self.presence_ttl_ms,
+            lookback_ms: self.lookback_ms(),
+            max_state_bytes: self.max_state_bytes,
+            max_room_members: self.max_room_members,
+            max_metadata_items: self.max_metadata_items,
+            max_metadata_bytes: self.max_metadata_bytes,
+            default_lock_ttl_ms: self.lock_ttl_ms,
+            max_lock_ttl_ms: self.max_lock_ttl_ms,
+            node_lease_ms: self.node_lease_ms,
+        }
+    }
+
     /// The connection-record lifetime: the lookback, or twice the TTL.
     pub fn lookback_ms(&self) -> u64 {
         self.reaper_lookback_ms

@@ -116,17 +116,7 @@ impl Hub {
         backend: Backend,
         shutdown: CancellationToken,
     ) -> Self {
-        let settings = Settings {
-            ttl_ms: config.presence_ttl_ms,
-            lookback_ms: config.lookback_ms(),
-            max_state_bytes: config.max_state_bytes,
-            max_room_members: config.max_room_members,
-            max_metadata_items: config.max_metadata_items,
-            max_metadata_bytes: config.max_metadata_bytes,
-            default_lock_ttl_ms: config.lock_ttl_ms,
-            max_lock_ttl_ms: config.max_lock_ttl_ms,
-            node_lease_ms: config.node_lease_ms,
-        };
+        let settings = config.settings();
         // A bounded queue: beyond it a heartbeat waits for room, which is backpressure on
         // its socket.
         let (beats, beats_rx) = mpsc::channel(
