@@ -116,7 +116,7 @@ async fn read_loop(
     let max_frame = hub.config().max_frame_bytes;
     // Created once, not per frame: re-arming a timer and re-registering with the
     // cancellation token for every frame showed in the profile. The idle timer fires at the
-    // first deadline and is pushed back to the last frame's then.
+    // first deadline, then re-arms at the last frame's deadline if a frame came since.
     let cancelled = peer.cancel_token().cancelled();
     tokio::pin!(cancelled);
     let mut last_frame = Instant::now();
