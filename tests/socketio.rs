@@ -31,6 +31,9 @@ async fn queued_requests_keep_order_and_overflow_is_refused() {
     let busy = client
         .emit("presence:join", &json!({"roomId": "r", "userId": "loop"}))
         .await;
+    // Until the session takes the join out of the inbox, the join holds one of its places:
+    // give it time to start (it then runs ~500 ms) so the 64 places are the gets'.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let channel = json!({"channelType": "t", "channelName": "n"});
     let mut ids = Vec::new();
     for _ in 0..100 {
