@@ -17,18 +17,10 @@ use roster_host::admin_client::{AdminClient, AdminError};
 use roster_host::config::Config;
 use roster_host::runtime::cache::sha256_hex;
 use roster_host::runtime::{Components, SlotName, Source};
-use roster_tests::{TestHost, always_trap, chaos_presence, eventually, presence_v2};
+use roster_tests::{TestHost, always_trap, chaos_presence, eventually, presence_v1, presence_v2};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-admin-token-0123456789";
-
-/// The presence component built into the host.
-fn presence_v1() -> Vec<u8> {
-    match Components::embedded().presence {
-        Source::Embedded(bytes) => bytes.to_vec(),
-        Source::File(path) => std::fs::read(path).unwrap(),
-    }
-}
 
 async fn admin_host(adjust: impl FnOnce(&mut Config)) -> (TestHost, AdminClient) {
     let host = TestHost::start_with(|c| {

@@ -60,11 +60,7 @@ async fn room_members_see_join_update_leave() {
     assert_eq!(leave["state"], json!(null));
     assert_eq!(leave["epoch"], json!(bob_epoch));
 
-    let snapshot = host
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    let conns = snapshot["snapshot"].as_array().unwrap();
+    let conns = host.http().members("lobby").await;
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0]["connId"], json!(ada_conn));
     assert_eq!(conns[0]["epoch"], json!(ada_epoch));
@@ -184,17 +180,13 @@ async fn epochs_fence_stale_writers() {
         .await;
     ada.expect_silence(Duration::from_millis(200)).await;
 
-    let snapshot = host
+    let bob_entry = host
         .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    let bob_entry = snapshot["snapshot"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .members("lobby")
+        .await
+        .into_iter()
         .find(|c| c["connId"] == json!(conn))
-        .unwrap()
-        .clone();
+        .unwrap();
     assert_eq!(
         bob_entry["state"],
         json!({"v": 2}),
@@ -251,11 +243,7 @@ async fn disconnect_is_leave() {
             (json!("leave"), json!(conn))
         );
     }
-    let snapshot = host
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    assert_eq!(snapshot["snapshot"].as_array().unwrap().len(), 1);
+    assert_eq!(host.http().members("lobby").await.len(), 1);
 }
 
 /// A second join on one socket replaces the first: the old room sees a leave, the socket
@@ -328,11 +316,7 @@ async fn reaper_removes_silent_connections() {
     assert_eq!(leave["connId"], json!(silent_conn));
     assert_eq!(leave["userId"], "silent");
 
-    let snapshot = host
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    let conns = snapshot["snapshot"].as_array().unwrap();
+    let conns = host.http().members("lobby").await;
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0]["connId"], json!(live_conn));
 
@@ -367,13 +351,9 @@ async fn ttl_holds_without_the_reaper() {
         "UNKNOWN_CONNECTION",
     )
     .await;
-    let snapshot = host
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
     assert_eq!(
-        snapshot["snapshot"],
-        json!([]),
+        host.http().members("lobby").await,
+        Vec::<serde_json::Value>::new(),
         "a stale connection is not in snapshots"
     );
 }

@@ -67,11 +67,7 @@ async fn shared_presence(redis_url: &str) {
         (join["type"].clone(), join["connId"].clone()),
         (json!("join"), json!(a_conn))
     );
-    let snapshot = b
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    assert_eq!(snapshot["snapshot"].as_array().unwrap().len(), 2);
+    assert_eq!(b.http().members("lobby").await.len(), 2);
 
     on_a.ok(
         "presence:heartbeat",
@@ -133,11 +129,7 @@ async fn shared_presence(redis_url: &str) {
     on_a.close().await;
     let leave = on_b.next_event_where(|e| e["type"] == "leave").await;
     assert_eq!(leave["connId"], json!(a_conn));
-    let snapshot = b
-        .http()
-        .ok("GET", "/v1/rooms/lobby/connections", None)
-        .await;
-    assert_eq!(snapshot["snapshot"].as_array().unwrap().len(), 1);
+    assert_eq!(b.http().members("lobby").await.len(), 1);
 }
 
 /// Two nodes on one Redis act as one hub.
@@ -274,17 +266,13 @@ async fn compare_and_set_across_nodes() {
             "{status} {reply}"
         );
     }
-    let snapshot = nodes[1]
+    let fenced = nodes[1]
         .http()
-        .ok("GET", "/v1/rooms/race/connections", None)
-        .await;
-    let fenced = snapshot["snapshot"]
-        .as_array()
-        .unwrap()
-        .iter()
+        .members("race")
+        .await
+        .into_iter()
         .find(|c| c["connId"] == json!(conn))
-        .unwrap()
-        .clone();
+        .unwrap();
     assert_eq!(fenced["epoch"], json!(base + 29), "the highest epoch wins");
     assert_eq!(
         fenced["state"]["by"],
@@ -363,11 +351,7 @@ async fn a_crashed_node_is_cleaned_up_by_the_others() {
         "took {cleanup:?}, the TTL would have been as quick"
     );
     watcher_b.expect_silence(Duration::from_millis(500)).await;
-    let snapshot = b
-        .http()
-        .ok("GET", "/v1/rooms/crash/connections", None)
-        .await;
-    assert_eq!(snapshot["snapshot"].as_array().unwrap().len(), 2);
+    assert_eq!(b.http().members("crash").await.len(), 2);
 }
 
 /// Redis restarts while clients heartbeat: nothing crashes, requests fail fast with
@@ -434,13 +418,9 @@ async fn redis_restart_under_load() {
         assert!(recovered, "heartbeats work again");
     }
     eventually("the deferred leave to be written", || async {
-        let snapshot = b
-            .http()
-            .ok("GET", "/v1/rooms/outage/connections", None)
-            .await;
-        !snapshot["snapshot"]
-            .as_array()
-            .unwrap()
+        !b.http()
+            .members("outage")
+            .await
             .iter()
             .any(|c| c["userId"] == "leaver")
     })

@@ -1,5 +1,6 @@
 //! The load generator against a real in-process host: each scenario, kept small, finishes
-//! by itself, with its own checks passing (no errors, every delivery seen, no lost update).
+//! by itself, with its own checks passing (no errors, every delivery seen, no lost update,
+//! no failed heartbeat across swaps).
 //! The numbers are not judged here; `docs/benchmarks.md` holds them.
 
 #![allow(
@@ -10,7 +11,7 @@
 
 use std::process::Command;
 
-use roster_tests::TestHost;
+use roster_tests::{TestHost, presence_v1, presence_v2};
 
 /// Runs `roster-bench` against `host` with `args` and returns its output, failing the
 /// test if it fails.
@@ -137,4 +138,74 @@ async fn join_storm_and_idle_connections() {
     );
     let out = bench(&host, &["idle", "--connections", "300"]).await;
     assert!(out.contains("KiB per connection"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_raises_the_load_until_the_bound() {
+    let host = TestHost::start().await;
+    let out = bench(
+        &host,
+        &[
+            "search",
+            "--clients",
+            "20",
+            "--rooms",
+            "2",
+            "--from",
+            "100",
+            "--step",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    )
+    .await;
+    assert!(out.contains("step 100/s"), "{out}");
+    assert!(
+        out.contains("heartbeat acks/s with p99"),
+        "100 heartbeats/s should pass 20 ms: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_under_load_fail_no_heartbeat() {
+    const TOKEN: &str = "bench-test-admin-token-0123456789";
+    let host = TestHost::start_with(|c| c.admin_token = Some(TOKEN.into())).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let v1 = dir.path().join("v1.wasm");
+    std::fs::write(&v1, presence_v1()).expect("v1 written");
+    let (v1, v2) = (
+        v1.display().to_string(),
+        presence_v2().display().to_string(),
+    );
+    let out = bench(
+        &host,
+        &[
+            "swap",
+            "--clients",
+            "20",
+            "--rooms",
+            "2",
+            "--rate",
+            "10",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--token",
+            TOKEN,
+            "--components",
+            &v1,
+            &v2,
+        ],
+    )
+    .await;
+    assert!(out.contains("errors 0"), "{out}");
+    assert!(out.contains("failed acks: 0"), "{out}");
+    assert!(
+        number_after(&out, "RESULT: ") >= 1.0,
+        "no swap happened: {out}"
+    );
 }

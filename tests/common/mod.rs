@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use roster_host::config::{Clock, Config};
 use roster_host::hub::Hub;
+use roster_host::runtime::{Components, Source};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -38,6 +39,14 @@ pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// The chaos fixture (see `tests/fixtures/chaos-presence`).
 pub fn chaos_presence() -> PathBuf {
     PathBuf::from(env!("ROSTER_FIXTURE_CHAOS_PRESENCE"))
+}
+
+/// The presence component built into the host.
+pub fn presence_v1() -> Vec<u8> {
+    match Components::embedded().presence {
+        Source::Embedded(bytes) => bytes.to_vec(),
+        Source::File(path) => std::fs::read(path).expect("the presence component reads"),
+    }
 }
 
 /// The presence component with a visibly different rule (`tests/fixtures/presence-v2`).
@@ -397,6 +406,17 @@ impl Http {
         let text = response.text().await.expect("the body reads");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
+    }
+
+    /// The snapshot of `room` (`GET /v1/rooms/{room}/connections`).
+    pub async fn members(&self, room: &str) -> Vec<Value> {
+        let reply = self
+            .ok("GET", &format!("/v1/rooms/{room}/connections"), None)
+            .await;
+        reply["snapshot"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("no snapshot array: {reply}"))
     }
 
     /// Like [`Self::send`], asserting 200 and `ok: true`.
