@@ -263,31 +263,7 @@ async fn http_errors_and_health() {
 /// router cannot drift apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_file_matches_the_routes() {
-    let spec =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
-            .unwrap();
-    let paths = spec
-        .split("\npaths:\n")
-        .nth(1)
-        .unwrap()
-        .split("\ncomponents:\n")
-        .next()
-        .unwrap();
-    let mut operations = Vec::new();
-    let mut current = None;
-    for line in paths.lines() {
-        if let Some(path) = line
-            .strip_prefix("  /")
-            .and_then(|rest| rest.strip_suffix(':'))
-        {
-            current = Some(format!("/{path}"));
-        } else if let Some(method) = ["get", "post", "put", "patch", "delete"]
-            .iter()
-            .find(|method| line == format!("    {method}:"))
-        {
-            operations.push((method.to_uppercase(), current.clone().unwrap()));
-        }
-    }
+    let operations = roster_tests::openapi_operations();
     assert!(
         operations.len() >= 13,
         "only {} operations found in the spec",
@@ -296,17 +272,7 @@ async fn the_openapi_file_matches_the_routes() {
     let host = TestHost::start().await;
     let http = host.http();
     for (method, path) in operations {
-        let concrete: String = path
-            .split('/')
-            .map(|segment| {
-                if segment.starts_with('{') {
-                    "x"
-                } else {
-                    segment
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/");
+        let concrete = roster_tests::concrete_path(&path);
         let (status, body) = http.send(&method, &concrete, None).await;
         assert_ne!(status, 405, "{method} {path} is documented but not routed");
         let unrouted = body["error"]["message"]

@@ -12,26 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
+#[path = "../../wire/defaults.rs"]
+mod defaults;
+pub use defaults::*;
+
 /// The port of the original Node server, which clients and load balancers expect.
 pub const DEFAULT_PORT: u16 = 3000;
-/// 30 s: long enough for clients that heartbeat every 10 s to miss two beats.
-pub const DEFAULT_TTL_MS: u64 = 30_000;
 /// 3 s: a silent connection is announced gone at most this long after its TTL.
 pub const DEFAULT_REAPER_INTERVAL_MS: u64 = 3_000;
-/// Room for a 64 KiB state written with generous JSON escaping, plus the envelope.
-pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
-/// The protocol's state limit.
-pub const DEFAULT_MAX_STATE_BYTES: u32 = 64 * 1024;
-/// A room large enough for a big live event; one `join` snapshot of it is a few MiB.
-pub const DEFAULT_MAX_ROOM_MEMBERS: u32 = 10_000;
-/// Channel metadata is settings and topics, not a database.
-pub const DEFAULT_MAX_METADATA_ITEMS: u32 = 256;
-/// Keeps every metadata write and `metadata:event` small.
-pub const DEFAULT_MAX_METADATA_BYTES: u32 = 64 * 1024;
-/// A lock outlives a crashed holder by at most 30 s when it named no TTL.
-pub const DEFAULT_LOCK_TTL_MS: u64 = 30_000;
-/// One hour: longer holds are better served by metadata than by a lock.
-pub const DEFAULT_MAX_LOCK_TTL_MS: u64 = 3_600_000;
 /// Messages queued for one socket before it is closed as a slow reader: a 1,000-member
 /// room's join storm fits, a stalled reader's backlog stays bounded.
 pub const DEFAULT_MAX_PENDING_MESSAGES: usize = 1024;
@@ -61,9 +49,6 @@ pub const DEFAULT_COMPONENT_DEADLINE_MS: u64 = 1_000;
 pub const DEFAULT_COMPONENT_MEMORY_MIB: u64 = 64;
 /// Live instances per component: concurrent calls beyond this wait for one.
 pub const DEFAULT_COMPONENT_INSTANCES: u32 = 64;
-/// A node that stops renewing is declared dead this long after its last renewal: far below
-/// the TTL, far above a scheduling hiccup (renewals come every third of it).
-pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;
 /// Heartbeats coalesced into one component call and one store round trip at most: large
 /// enough to amortise a call, small enough that a failed call touches few clients.
 pub const DEFAULT_HEARTBEAT_BATCH: usize = 64;

@@ -32,6 +32,9 @@ pub mod shutdown;
 pub mod store;
 pub mod transport;
 
+/// The WIT bindings under the name the shared `wire/` code uses.
+pub(crate) use runtime::bindings as wit;
+
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;

@@ -142,10 +142,7 @@ impl TestHost {
 
     /// An HTTP client for `/v1`.
     pub fn http(&self) -> Http {
-        Http {
-            base: self.url(""),
-            client: reqwest::Client::new(),
-        }
+        Http::new(self.url(""))
     }
 
     /// Shuts the host down gracefully and waits until it has.
@@ -389,6 +386,14 @@ pub struct Http {
 }
 
 impl Http {
+    /// A client for the server at `base` (`http://host:port`).
+    pub fn new(base: String) -> Http {
+        Http {
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
     /// Sends `method path` with an optional JSON body; returns (status, body).
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
@@ -449,6 +454,59 @@ impl Http {
         );
         reply
     }
+}
+
+/// The operations `docs/openapi.yaml` documents, as (method, path template), in order.
+/// Operations marked `x-roster-host-only: true` are left out when `spin` is set.
+pub fn openapi_operations_for(spin: bool) -> Vec<(String, String)> {
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+            .unwrap();
+    let paths = spec
+        .split("\npaths:\n")
+        .nth(1)
+        .unwrap()
+        .split("\ncomponents:\n")
+        .next()
+        .unwrap();
+    let mut operations: Vec<(String, String)> = Vec::new();
+    let mut current = None;
+    for line in paths.lines() {
+        if let Some(path) = line
+            .strip_prefix("  /")
+            .and_then(|rest| rest.strip_suffix(':'))
+        {
+            current = Some(format!("/{path}"));
+        } else if let Some(method) = ["get", "post", "put", "patch", "delete"]
+            .iter()
+            .find(|method| line == format!("    {method}:"))
+        {
+            operations.push((method.to_uppercase(), current.clone().unwrap()));
+        } else if spin && line.trim() == "x-roster-host-only: true" {
+            operations.pop();
+        }
+    }
+    operations
+}
+
+/// Every operation of `docs/openapi.yaml` (see [`openapi_operations_for`]).
+pub fn openapi_operations() -> Vec<(String, String)> {
+    openapi_operations_for(false)
+}
+
+/// A documented path with `x` for each parameter.
+pub fn concrete_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Polls `check` until it holds (or fails the test after [`WAIT`]).

@@ -25,13 +25,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Bus, EventSink, RoomFeed};
-use crate::protocol::{METADATA_EVENT, PRESENCE_EVENT, Published};
+use crate::protocol::{Envelope, METADATA_EVENT, PRESENCE_EVENT, Published, channel};
 use crate::runtime::bindings::events::Event;
 use crate::store::redis::{Conn, Connect, PushQueue, RedisStore};
 
@@ -41,34 +39,6 @@ const OUTBOX: usize = 16_384;
 const PUBLISH_BATCH: usize = 256;
 /// Incoming messages waiting to be relayed; beyond this, Redis' pushes are dropped.
 const INBOX: usize = 65_536;
-
-/// The channel of a room's events (layout version 1).
-pub fn channel(room_id: &str) -> String {
-    format!("roster:v1:events:{room_id}")
-}
-
-/// What travels on a room's channel (layout version 1). Strings borrow from the message
-/// when they hold no escapes.
-#[derive(Serialize, Deserialize)]
-struct Envelope<'a> {
-    /// The envelope format.
-    v: u32,
-    /// The publishing node: receivers skip their own.
-    #[serde(borrow)]
-    node: Cow<'a, str>,
-    /// The room whose members get it.
-    #[serde(borrow)]
-    room: Cow<'a, str>,
-    /// `presence:event` or `metadata:event`.
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    /// For a presence `leave`, the connection that left.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    leave: Option<Cow<'a, str>>,
-    /// The event's payload, as clients receive it.
-    #[serde(borrow)]
-    data: &'a RawValue,
-}
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -145,15 +115,7 @@ impl RedisFeed {
 impl EventSink for RedisFeed {
     fn publish(&self, event: Event) {
         let published = Arc::new(Published::from_event(event));
-        let envelope = Envelope {
-            v: 1,
-            node: Cow::Borrowed(&self.node_id),
-            room: Cow::Borrowed(&published.room_id),
-            name: Cow::Borrowed(published.name),
-            leave: published.leave_of.as_deref().map(Cow::Borrowed),
-            data: &published.data,
-        };
-        let message = serde_json::to_string(&envelope).ok();
+        let message = published.envelope(&self.node_id);
         let room = published.room_id.clone();
         self.bus.deliver(published);
         let queued =

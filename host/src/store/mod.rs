@@ -35,67 +35,9 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// The hash tag of a key as Redis Cluster computes it: the text between the first `{` and
-/// the next `}` when that is not empty, else the whole key.
-pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(len) = key[open + 1..].find('}')
-        && len > 0
-    {
-        return &key[open + 1..open + 1 + len];
-    }
-    key
-}
-
-/// The keys a guard reads.
-pub fn guard_key(guard: &Guard) -> &str {
-    match guard {
-        Guard::Exists(key) | Guard::Absent(key) => key,
-        Guard::ValueIs(g) => &g.key,
-        Guard::FieldIs(g) => &g.key,
-        Guard::FieldAtMost(g) | Guard::FieldAtLeast(g) => &g.key,
-        Guard::SizeBelow(g) => &g.key,
-        Guard::ScoreAtMost(g) => &g.key,
-    }
-}
-
-/// The key an operation touches.
-pub fn op_key(op: &Op) -> &str {
-    match op {
-        Op::Get(key) | Op::Del(key) | Op::Hgetall(key) | Op::Smembers(key) | Op::Scard(key) => key,
-        Op::Set(o) => &o.key,
-        Op::Pexpire(o) => &o.key,
-        Op::Hget(o) => &o.key,
-        Op::Hmget(o) | Op::Hdel(o) => &o.key,
-        Op::Hset(o) => &o.key,
-        Op::Sadd(o) | Op::Srem(o) | Op::Zrem(o) => &o.key,
-        Op::Zadd(o) => &o.key,
-        Op::ZrangeByScore(o) => &o.key,
-    }
-}
-
-/// The single hash tag of a batch, or the rejection naming the two tags it mixes. An empty
-/// batch has none.
-pub fn batch_tag(batch: &Batch) -> Result<Option<&str>, StoreError> {
-    let mut keys = batch
-        .guards
-        .iter()
-        .map(guard_key)
-        .chain(batch.ops.iter().map(op_key));
-    let Some(first) = keys.next() else {
-        return Ok(None);
-    };
-    let tag = hash_tag(first);
-    for key in keys {
-        let other = hash_tag(key);
-        if other != tag {
-            return Err(StoreError::Rejected(format!(
-                "a batch mixes hash tags {{{tag}}} and {{{other}}} (keys {first:?} and {key:?})"
-            )));
-        }
-    }
-    Ok(Some(tag))
-}
+#[path = "../../../wire/batch.rs"]
+pub mod codec;
+pub use codec::{batch_tag, guard_key, hash_tag, op_key};
 
 #[cfg(test)]
 mod tests {

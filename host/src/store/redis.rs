@@ -25,10 +25,10 @@ use redis::{ServerErrorKind, Value};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, BatchOutcome, Guard, Op, Reply, Store, StoreError, StoreFuture, batch_tag};
+use super::codec::{Encoded, Flat};
+use super::{Batch, BatchOutcome, Store, StoreError, StoreFuture, batch_tag};
 
-/// The batch interpreter, version 1 (see the file for its encoding).
-pub const BATCH_SCRIPT: &str = include_str!("batch.lua");
+pub use super::codec::BATCH_SCRIPT;
 
 /// How often the health task pings Redis: how long a recovered Redis may wait to be used
 /// again, and how long a failed one may be tried before requests fail fast.
@@ -416,10 +416,7 @@ impl RedisStore {
             }
         };
         for ((index, call), reply) in calls.iter().zip(replies) {
-            outcomes[*index] = Some(match &call.plain {
-                Some((_, kind)) => decode_plain(*kind, reply)?,
-                None => decode(reply)?,
-            });
+            outcomes[*index] = Some(call.decode(flatten(reply)?)?);
         }
         outcomes
             .into_iter()
@@ -494,8 +491,8 @@ impl RedisStore {
         pipe.ignore_errors();
         for call in calls {
             match &call.plain {
-                Some((cmd, _)) => {
-                    pipe.add_command(cmd.clone());
+                Some(plain) => {
+                    pipe.cmd(plain.command).arg(&plain.args);
                 }
                 None => {
                     pipe.cmd("EVALSHA")
@@ -562,387 +559,31 @@ impl Store for RedisStore {
     }
 }
 
-/// A batch encoded for `batch.lua` (its distinct keys and its flat arguments), or, for a
-/// lone unguarded read, as that plain command: the same answer without a script (the
-/// reaper's scans and most reads are such batches).
-struct Encoded {
-    keys: Vec<String>,
-    args: Vec<String>,
-    plain: Option<(redis::Cmd, PlainReply)>,
-}
-
-/// How a plain read's native reply maps onto a [`Reply`].
-#[derive(Clone, Copy)]
-enum PlainReply {
-    Text,
-    Texts,
-    Pairs,
-    Members,
-    Int,
-}
-
-/// The plain command for a lone read, if it is one.
-fn plain_read(op: &Op) -> Option<(redis::Cmd, PlainReply)> {
-    let mut cmd;
-    let reply = match op {
-        Op::Get(k) => {
-            cmd = redis::cmd("GET");
-            cmd.arg(k);
-            PlainReply::Text
-        }
-        Op::Hget(o) => {
-            cmd = redis::cmd("HGET");
-            cmd.arg(&o.key).arg(&o.field);
-            PlainReply::Text
-        }
-        Op::Hmget(o) if !o.fields.is_empty() => {
-            cmd = redis::cmd("HMGET");
-            cmd.arg(&o.key).arg(&o.fields);
-            PlainReply::Texts
-        }
-        Op::Hgetall(k) => {
-            cmd = redis::cmd("HGETALL");
-            cmd.arg(k);
-            PlainReply::Pairs
-        }
-        Op::Smembers(k) => {
-            cmd = redis::cmd("SMEMBERS");
-            cmd.arg(k);
-            PlainReply::Members
-        }
-        Op::Scard(k) => {
-            cmd = redis::cmd("SCARD");
-            cmd.arg(k);
-            PlainReply::Int
-        }
-        Op::ZrangeByScore(o) => {
-            cmd = redis::cmd("ZRANGEBYSCORE");
-            cmd.arg(&o.key)
-                .arg(score_bound(o.min))
-                .arg(score_bound(o.max))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(o.limit);
-            PlainReply::Members
-        }
-        _ => return None,
-    };
-    Some((cmd, reply))
-}
-
-/// Decodes the native reply of a plain read.
-fn decode_plain(kind: PlainReply, reply: Value) -> Result<BatchOutcome, StoreError> {
-    fn text(value: Value) -> Result<Option<String>, StoreError> {
+/// Flattens a reply the way [`Encoded::decode`] reads it: an array's items, or the one
+/// value; a server error is the caller's bug.
+fn flatten(reply: Value) -> Result<Vec<Flat>, StoreError> {
+    fn one(value: Value) -> Result<Flat, StoreError> {
         match value {
-            Value::Nil => Ok(None),
-            Value::BulkString(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| StoreError::Rejected("Redis replied with non-UTF-8 text".into())),
-            Value::SimpleString(text) => Ok(Some(text)),
+            Value::Nil => Ok(Flat::Nil),
+            Value::Int(n) => Ok(Flat::Int(n)),
+            Value::BulkString(bytes) => Ok(Flat::Text(bytes)),
+            Value::SimpleString(text) => Ok(Flat::Text(text.into_bytes())),
+            Value::Okay => Ok(Flat::Text(b"OK".to_vec())),
             Value::ServerError(error) => Err(StoreError::Rejected(error.to_string())),
             other => Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
         }
     }
-    fn items(value: Value) -> Result<Vec<Value>, StoreError> {
-        match value {
-            Value::Array(items) | Value::Set(items) => Ok(items),
-            Value::Map(pairs) => Ok(pairs.into_iter().flat_map(|(k, v)| [k, v]).collect()),
-            Value::ServerError(error) => Err(StoreError::Rejected(error.to_string())),
-            other => Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
-        }
-    }
-    let reply = match kind {
-        PlainReply::Text => text(reply)?.map_or(Reply::None, Reply::Text),
-        PlainReply::Texts => Reply::Texts(
-            items(reply)?
-                .into_iter()
-                .map(text)
-                .collect::<Result<_, _>>()?,
-        ),
-        PlainReply::Members => Reply::Members(
-            items(reply)?
-                .into_iter()
-                .map(|v| text(v).map(Option::unwrap_or_default))
-                .collect::<Result<_, _>>()?,
-        ),
-        PlainReply::Pairs => {
-            let flat: Vec<String> = items(reply)?
-                .into_iter()
-                .map(|v| text(v).map(Option::unwrap_or_default))
-                .collect::<Result<_, _>>()?;
-            Reply::Pairs(
-                flat.chunks(2)
-                    .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
-                    .collect(),
-            )
-        }
-        PlainReply::Int => match reply {
-            Value::Int(n) => Reply::Int(n),
-            Value::ServerError(error) => return Err(StoreError::Rejected(error.to_string())),
-            other => return Err(StoreError::Rejected(format!("unexpected reply {other:?}"))),
-        },
-    };
-    Ok(BatchOutcome::Applied(vec![reply]))
-}
-
-impl Encoded {
-    fn new(batch: &Batch) -> Encoded {
-        if let ([], [op]) = (batch.guards.as_slice(), batch.ops.as_slice())
-            && let Some(plain) = plain_read(op)
-        {
-            let (_, key) = op_name(op);
-            return Encoded {
-                keys: vec![key.to_owned()],
-                args: Vec::new(),
-                plain: Some(plain),
-            };
-        }
-        let mut encoded = Encoded {
-            keys: Vec::new(),
-            args: vec![
-                "1".into(),
-                batch.guards.len().to_string(),
-                batch.ops.len().to_string(),
-            ],
-            plain: None,
-        };
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut key = |encoded: &mut Encoded, k: &str| {
-            let position = *index.entry(k.to_owned()).or_insert_with(|| {
-                encoded.keys.push(k.to_owned());
-                encoded.keys.len()
-            });
-            encoded.args.push(position.to_string());
-        };
-        for guard in &batch.guards {
-            let (kind, k) = match guard {
-                Guard::Exists(k) => ("E", k),
-                Guard::Absent(k) => ("A", k),
-                Guard::ValueIs(g) => ("V", &g.key),
-                Guard::FieldIs(g) => ("F", &g.key),
-                Guard::FieldAtMost(g) => ("LE", &g.key),
-                Guard::FieldAtLeast(g) => ("GE", &g.key),
-                Guard::SizeBelow(g) => ("S", &g.key),
-                Guard::ScoreAtMost(g) => ("Z", &g.key),
-            };
-            encoded.args.push(kind.into());
-            key(&mut encoded, k);
-            let args = &mut encoded.args;
-            match guard {
-                Guard::Exists(_) | Guard::Absent(_) => {}
-                Guard::ValueIs(g) => push_optional(args, g.value.as_deref()),
-                Guard::FieldIs(g) => {
-                    args.push(g.field.clone());
-                    push_optional(args, g.value.as_deref());
-                }
-                Guard::FieldAtMost(g) | Guard::FieldAtLeast(g) => {
-                    args.push(g.field.clone());
-                    args.push(g.bound.to_string());
-                }
-                Guard::SizeBelow(g) => args.push(g.limit.to_string()),
-                Guard::ScoreAtMost(g) => {
-                    args.push(g.member.clone());
-                    args.push(g.bound.to_string());
-                }
-            }
-        }
-        for op in &batch.ops {
-            let (kind, k) = op_name(op);
-            encoded.args.push(kind.into());
-            key(&mut encoded, k);
-            let args = &mut encoded.args;
-            match op {
-                Op::Get(_) | Op::Del(_) | Op::Hgetall(_) | Op::Smembers(_) | Op::Scard(_) => {}
-                Op::Set(o) => {
-                    args.push(o.value.clone());
-                    args.push(o.ttl_ms.map(|t| t.to_string()).unwrap_or_default());
-                }
-                Op::Pexpire(o) => args.push(o.ttl_ms.to_string()),
-                Op::Hget(o) => args.push(o.field.clone()),
-                Op::Hmget(o) | Op::Hdel(o) => {
-                    args.push(o.fields.len().to_string());
-                    args.extend(o.fields.iter().cloned());
-                }
-                Op::Hset(o) => {
-                    args.push(o.entries.len().to_string());
-                    for (field, value) in &o.entries {
-                        args.push(field.clone());
-                        args.push(value.clone());
-                    }
-                }
-                Op::Sadd(o) | Op::Srem(o) | Op::Zrem(o) => {
-                    args.push(o.members.len().to_string());
-                    args.extend(o.members.iter().cloned());
-                }
-                Op::Zadd(o) => {
-                    args.push(o.entries.len().to_string());
-                    for (member, score) in &o.entries {
-                        args.push(score.to_string());
-                        args.push(member.clone());
-                    }
-                }
-                Op::ZrangeByScore(o) => {
-                    args.push(score_bound(o.min));
-                    args.push(score_bound(o.max));
-                    args.push(o.limit.to_string());
-                }
-            }
-        }
-        encoded
-    }
-}
-
-fn push_optional(args: &mut Vec<String>, value: Option<&str>) {
-    match value {
-        Some(value) => {
-            args.push("1".into());
-            args.push(value.to_owned());
-        }
-        None => {
-            args.push("0".into());
-            args.push(String::new());
-        }
-    }
-}
-
-/// `i64::MIN` / `i64::MAX` are the open ends of a score range.
-fn score_bound(score: i64) -> String {
-    match score {
-        i64::MIN => "-inf".into(),
-        i64::MAX => "+inf".into(),
-        other => other.to_string(),
-    }
-}
-
-fn op_name(op: &Op) -> (&'static str, &str) {
-    match op {
-        Op::Get(k) => ("get", k),
-        Op::Set(o) => ("set", &o.key),
-        Op::Del(k) => ("del", k),
-        Op::Pexpire(o) => ("pexpire", &o.key),
-        Op::Hget(o) => ("hget", &o.key),
-        Op::Hmget(o) => ("hmget", &o.key),
-        Op::Hgetall(k) => ("hgetall", k),
-        Op::Hset(o) => ("hset", &o.key),
-        Op::Hdel(o) => ("hdel", &o.key),
-        Op::Sadd(o) => ("sadd", &o.key),
-        Op::Srem(o) => ("srem", &o.key),
-        Op::Smembers(k) => ("smembers", k),
-        Op::Scard(k) => ("scard", k),
-        Op::Zadd(o) => ("zadd", &o.key),
-        Op::Zrem(o) => ("zrem", &o.key),
-        Op::ZrangeByScore(o) => ("zrange", &o.key),
-    }
-}
-
-/// Reads a flat script reply.
-struct Flat {
-    items: std::vec::IntoIter<Value>,
-}
-
-impl Flat {
-    fn next(&mut self) -> Result<Value, StoreError> {
-        self.items
-            .next()
-            .ok_or_else(|| StoreError::Rejected("the batch script's reply ended early".into()))
-    }
-
-    fn text(&mut self) -> Result<String, StoreError> {
-        match self.next()? {
-            Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| {
-                StoreError::Rejected("the batch script replied with non-UTF-8 text".into())
-            }),
-            Value::SimpleString(text) => Ok(text),
-            other => Err(StoreError::Rejected(format!(
-                "expected text in the batch reply, got {other:?}"
-            ))),
-        }
-    }
-
-    fn int(&mut self) -> Result<i64, StoreError> {
-        match self.next()? {
-            Value::Int(n) => Ok(n),
-            other => Err(StoreError::Rejected(format!(
-                "expected an integer in the batch reply, got {other:?}"
-            ))),
-        }
-    }
-
-    fn count(&mut self) -> Result<usize, StoreError> {
-        usize::try_from(self.int()?)
-            .map_err(|_| StoreError::Rejected("a negative count in the batch reply".into()))
-    }
-}
-
-/// Decodes one script reply (see `batch.lua`).
-fn decode(reply: Value) -> Result<BatchOutcome, StoreError> {
-    let items = match reply {
-        Value::Array(items) => items,
-        Value::ServerError(error) => {
-            return Err(StoreError::Rejected(format!(
-                "the batch script failed: {error}"
-            )));
-        }
-        other => {
-            return Err(StoreError::Rejected(format!(
-                "unexpected batch reply {other:?}"
-            )));
-        }
-    };
-    let mut flat = Flat {
-        items: items.into_iter(),
-    };
-    match flat.text()?.as_str() {
-        "R" => Ok(BatchOutcome::Refused(
-            u32::try_from(flat.int()?)
-                .map_err(|_| StoreError::Rejected("a bad guard index".into()))?,
-        )),
-        "E" => Err(StoreError::Rejected(flat.text()?)),
-        "A" => {
-            let count = flat.count()?;
-            let mut replies = Vec::with_capacity(count);
-            for _ in 0..count {
-                replies.push(match flat.text()?.as_str() {
-                    "N" => Reply::None,
-                    "I" => Reply::Int(flat.int()?),
-                    "T" => Reply::Text(flat.text()?),
-                    "L" => {
-                        let n = flat.count()?;
-                        let mut texts = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            texts.push(match flat.text()?.as_str() {
-                                "T" => Some(flat.text()?),
-                                _ => None,
-                            });
-                        }
-                        Reply::Texts(texts)
-                    }
-                    "P" => {
-                        let n = flat.count()?;
-                        let mut pairs = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            pairs.push((flat.text()?, flat.text()?));
-                        }
-                        Reply::Pairs(pairs)
-                    }
-                    "M" => {
-                        let n = flat.count()?;
-                        let mut members = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            members.push(flat.text()?);
-                        }
-                        Reply::Members(members)
-                    }
-                    other => {
-                        return Err(StoreError::Rejected(format!("unknown reply tag {other:?}")));
-                    }
-                });
-            }
-            Ok(BatchOutcome::Applied(replies))
-        }
-        other => Err(StoreError::Rejected(format!(
-            "unknown batch outcome {other:?}"
+    match reply {
+        Value::Array(items) | Value::Set(items) => items.into_iter().map(one).collect(),
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .flat_map(|(k, v)| [k, v])
+            .map(one)
+            .collect(),
+        Value::ServerError(error) => Err(StoreError::Rejected(format!(
+            "the batch script failed: {error}"
         ))),
+        other => Ok(vec![one(other)?]),
     }
 }
 
@@ -982,7 +623,7 @@ mod tests {
     /// Keys are listed once each and referenced by index; open score bounds become infinities.
     #[test]
     fn encoding() {
-        use crate::runtime::bindings::store::{FieldGuard, ZrangeOp};
+        use crate::runtime::bindings::store::{FieldGuard, Guard, Op, ZrangeOp};
         let batch = Batch {
             guards: vec![Guard::FieldIs(FieldGuard {
                 key: "{a}k".into(),
@@ -1013,24 +654,32 @@ mod tests {
     /// A lone unguarded read is a plain command; its native reply decodes like the script's.
     #[test]
     fn plain_reads() {
+        use crate::runtime::bindings::store::{Op, Reply};
+        use crate::store::codec::{PlainReply, decode_plain};
         let read = Batch {
             guards: Vec::new(),
             ops: vec![Op::Smembers("{a}s".into())],
         };
         let encoded = Encoded::new(&read);
-        let (cmd, kind) = encoded.plain.expect("a plain read");
-        assert_eq!(cmd.args_iter().count(), 2);
+        let plain = encoded.plain.clone().expect("a plain read");
+        assert_eq!((plain.command, plain.args.len()), ("SMEMBERS", 1));
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         assert_eq!(
-            decode_plain(kind, Value::Array(vec![bulk("x"), bulk("y")])).unwrap(),
+            encoded
+                .decode(flatten(Value::Array(vec![bulk("x"), bulk("y")])).unwrap())
+                .unwrap(),
             BatchOutcome::Applied(vec![Reply::Members(vec!["x".into(), "y".into()])])
         );
         assert_eq!(
-            decode_plain(PlainReply::Texts, Value::Array(vec![bulk("v"), Value::Nil])).unwrap(),
+            decode_plain(
+                PlainReply::Texts,
+                flatten(Value::Array(vec![bulk("v"), Value::Nil])).unwrap()
+            )
+            .unwrap(),
             BatchOutcome::Applied(vec![Reply::Texts(vec![Some("v".into()), None])])
         );
         assert_eq!(
-            decode_plain(PlainReply::Text, Value::Nil).unwrap(),
+            decode_plain(PlainReply::Text, flatten(Value::Nil).unwrap()).unwrap(),
             BatchOutcome::Applied(vec![Reply::None])
         );
     }
@@ -1038,6 +687,8 @@ mod tests {
     /// Flat replies decode into outcomes.
     #[test]
     fn decoding() {
+        use crate::runtime::bindings::store::Reply;
+        use crate::store::codec::decode;
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let applied = Value::Array(vec![
             bulk("A"),
@@ -1054,7 +705,7 @@ mod tests {
             bulk("m"),
         ]);
         assert_eq!(
-            decode(applied).unwrap(),
+            decode(flatten(applied).unwrap()).unwrap(),
             BatchOutcome::Applied(vec![
                 Reply::Int(2),
                 Reply::Texts(vec![Some("x".into()), None]),
@@ -1062,11 +713,11 @@ mod tests {
             ])
         );
         assert_eq!(
-            decode(Value::Array(vec![bulk("R"), Value::Int(1)])).unwrap(),
+            decode(flatten(Value::Array(vec![bulk("R"), Value::Int(1)])).unwrap()).unwrap(),
             BatchOutcome::Refused(1)
         );
         assert!(matches!(
-            decode(Value::Array(vec![bulk("E"), bulk("WRONGTYPE")])),
+            decode(flatten(Value::Array(vec![bulk("E"), bulk("WRONGTYPE")])).unwrap()),
             Err(StoreError::Rejected(_))
         ));
     }

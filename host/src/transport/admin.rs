@@ -20,7 +20,7 @@ use axum::routing::{get, post, put};
 use serde::Serialize;
 
 use crate::hub::Hub;
-use crate::protocol::ApiError;
+use crate::protocol::{self, ApiError};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::runtime::{SlotName, SwapError};
 
@@ -39,38 +39,18 @@ fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Res
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Compares in time independent of where the inputs differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
-    let Some(token) = hub.config().admin_token.as_deref() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "the admin API is disabled: set ROSTER_ADMIN_TOKEN to enable it",
-        );
-    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if same_secret(presented.as_bytes(), token.as_bytes()) => {
-            next.run(request).await
-        }
-        Some(_) => error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "wrong admin token",
-        ),
-        None => error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "the admin API needs Authorization: Bearer <ROSTER_ADMIN_TOKEN>",
-        ),
+        .and_then(|value| value.to_str().ok());
+    match protocol::check_bearer(
+        hub.config().admin_token.as_deref(),
+        presented,
+        "ROSTER_ADMIN_TOKEN",
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => super::http::respond(Err(refused)),
     }
 }
 
@@ -163,18 +143,5 @@ async fn rollback(State(hub): State<Arc<Hub>>, Path(name): Path<String>) -> Resp
             ok(&swapped)
         }
         Err(why) => refused(why),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Secrets compare equal only when equal.
-    #[test]
-    fn secrets() {
-        assert!(same_secret(b"abcdef", b"abcdef"));
-        assert!(!same_secret(b"abcdef", b"abcdeg"));
-        assert!(!same_secret(b"abc", b"abcdef"));
     }
 }

@@ -5,67 +5,67 @@
 //! acks the sockets get (`{"ok": true, ...}` or `{"ok": false, "error": {...}}`), with an
 //! HTTP status per error code. There is no socket, so the acting user of metadata and lock
 //! requests is `actorUserId` in the body (or the query, for `DELETE` of a lock).
+//!
+//! The bodies, statuses and messages come from the shared `wire/json.rs`; the Spin gateway
+//! (`spin/gateway`) serves the same routes through the same code.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use crate::hub::Hub;
-use crate::protocol::{self, Ack, ApiError, ItemData, JoinData, OptionsData, Reply, WriteData};
-use crate::runtime::bindings::types::{
-    Channel, ErrorCode, HeartbeatRequest, LockRequest, MetadataOperation,
-};
+use crate::protocol::{self, Ack, ApiError, HeartbeatBody, JoinBody, LockBody, Reply, WriteBody};
+use crate::runtime::bindings::types::{Channel, ErrorCode, MetadataOperation};
 
 /// The `/v1` routes.
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
-        .route("/v1/rooms/{room_id}/connections", post(join).get(snapshot))
-        .route("/v1/connections/{conn_id}/heartbeat", post(heartbeat))
-        .route("/v1/connections/{conn_id}", axum::routing::delete(leave))
+        .route(
+            "/v1/rooms/{room_id}/connections",
+            allow(post(join).get(snapshot), "GET, POST"),
+        )
+        .route(
+            "/v1/connections/{conn_id}/heartbeat",
+            allow(post(heartbeat), "POST"),
+        )
+        .route(
+            "/v1/connections/{conn_id}",
+            allow(axum::routing::delete(leave), "DELETE"),
+        )
         .route(
             "/v1/channels/{channel_type}/{channel_name}/metadata",
-            get(metadata_get)
-                .put(metadata_set)
-                .patch(metadata_update)
-                .delete(metadata_remove),
+            allow(
+                get(metadata_get)
+                    .put(metadata_set)
+                    .patch(metadata_update)
+                    .delete(metadata_remove),
+                "GET, PUT, PATCH, DELETE",
+            ),
         )
         .route(
             "/v1/channels/{channel_type}/{channel_name}/locks/{lock_name}",
-            post(lock_acquire).delete(lock_release),
+            allow(post(lock_acquire).delete(lock_release), "POST, DELETE"),
         )
+        .route("/v1/reaper/tick", allow(post(reaper_tick), "POST"))
         .fallback(not_found)
 }
 
 /// The HTTP status of an error code.
 pub fn status(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::InvalidPayload | ErrorCode::MetadataInvalid => StatusCode::BAD_REQUEST,
-        ErrorCode::UnknownConnection => StatusCode::NOT_FOUND,
-        ErrorCode::StaleEpoch | ErrorCode::MetadataConflict => StatusCode::CONFLICT,
-        ErrorCode::MetadataLock => StatusCode::LOCKED,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::ComponentFailed => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(protocol::http_status(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// A reply as an HTTP response.
 pub fn respond(reply: Reply) -> Response {
-    let status = match &reply {
-        Ok(_) => StatusCode::OK,
-        Err(error) => status(error.code),
-    };
+    let status = StatusCode::from_u16(protocol::reply_status(&reply))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -74,52 +74,33 @@ pub fn respond(reply: Reply) -> Response {
         .into_response()
 }
 
+/// A route that answers other methods with 405, an `Allow` header and an error body.
+fn allow(route: MethodRouter<Arc<Hub>>, allowed: &'static str) -> MethodRouter<Arc<Hub>> {
+    route.fallback(move |method: Method| async move {
+        let mut response = respond(Err(protocol::method_not_allowed(method.as_str(), allowed)));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+        response
+    })
+}
+
 async fn not_found() -> Response {
-    let error = ApiError::new(
-        ErrorCode::InvalidPayload,
-        "no such route; see docs/openapi.yaml",
-    );
-    let mut response = respond(Err(error));
+    let mut response = respond(Err(protocol::no_such_route()));
     *response.status_mut() = StatusCode::NOT_FOUND;
     response
 }
 
-/// Decodes a body as `T`: size-checked, an empty body reads as `{}`.
+/// Decodes a body as `T` (see [`protocol::decode_body`]).
 fn body<T: DeserializeOwned>(hub: &Hub, bytes: &Bytes, code: ErrorCode) -> Result<T, ApiError> {
-    let max = hub.config().max_frame_bytes;
-    if bytes.len() > max {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("the body is {} bytes; the limit is {max}", bytes.len()),
-        ));
-    }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::new(code, "the body is not UTF-8 JSON"))?;
-    let text = if text.trim().is_empty() { "{}" } else { text };
-    let raw: Box<RawValue> = serde_json::from_str(text)
-        .map_err(|error| ApiError::new(code, format!("the body is not JSON: {error}")))?;
-    protocol::decode(Some(&raw), code)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JoinBody {
-    user_id: String,
-    #[serde(default)]
-    state: Option<Box<RawValue>>,
+    protocol::decode_body(bytes, hub.config().max_frame_bytes, code)
 }
 
 async fn join(State(hub): State<Arc<Hub>>, Path(room_id): Path<String>, bytes: Bytes) -> Response {
     let reply = async {
         let body: JoinBody = body(&hub, &bytes, ErrorCode::InvalidPayload)?;
-        let joined = hub
-            .join(JoinData {
-                room_id,
-                user_id: body.user_id,
-                state: body.state,
-            })
-            .await?;
-        Ok(Ack::joined(joined))
+        Ok(Ack::joined(hub.join(body.into_data(room_id)).await?))
     };
     respond(reply.await)
 }
@@ -132,15 +113,6 @@ async fn snapshot(State(hub): State<Arc<Hub>>, Path(room_id): Path<String>) -> R
     respond(reply)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HeartbeatBody {
-    #[serde(default)]
-    epoch: Option<u64>,
-    #[serde(default)]
-    patch_state: Option<Box<RawValue>>,
-}
-
 async fn heartbeat(
     State(hub): State<Arc<Hub>>,
     Path(conn_id): Path<String>,
@@ -148,13 +120,7 @@ async fn heartbeat(
 ) -> Response {
     let reply = async {
         let body: HeartbeatBody = body(&hub, &bytes, ErrorCode::InvalidPayload)?;
-        let ok = hub
-            .heartbeat(HeartbeatRequest {
-                conn_id,
-                epoch: body.epoch,
-                patch_state: body.patch_state.map(|raw| String::from(raw.get())),
-            })
-            .await?;
+        let ok = hub.heartbeat(body.into_request(conn_id)).await?;
         Ok(Ack::Heartbeat {
             changed: ok.changed,
         })
@@ -172,23 +138,17 @@ struct ChannelPath {
     channel_name: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WriteBody {
-    #[serde(default)]
-    items: Option<Vec<ItemData>>,
-    #[serde(default)]
-    options: Option<OptionsData>,
-    #[serde(default)]
-    actor_user_id: Option<String>,
+impl ChannelPath {
+    fn channel(self) -> Channel {
+        Channel {
+            channel_type: self.channel_type,
+            channel_name: self.channel_name,
+        }
+    }
 }
 
 async fn metadata_get(State(hub): State<Arc<Hub>>, Path(path): Path<ChannelPath>) -> Response {
-    let channel = Channel {
-        channel_type: path.channel_type,
-        channel_name: path.channel_name,
-    };
-    respond(hub.metadata_get(channel).await.map(Ack::channel))
+    respond(hub.metadata_get(path.channel()).await.map(Ack::channel))
 }
 
 async fn metadata_write(
@@ -198,16 +158,8 @@ async fn metadata_write(
     operation: MetadataOperation,
 ) -> Reply {
     let body: WriteBody = body(hub, bytes, ErrorCode::MetadataInvalid)?;
-    let actor = body.actor_user_id.clone();
-    let data = WriteData {
-        channel_type: path.channel_type,
-        channel_name: path.channel_name,
-        items: body.items,
-        options: body.options,
-        actor_user_id: body.actor_user_id,
-    };
     let state = hub
-        .metadata_write(operation, data.into_request(actor))
+        .metadata_write(operation, body.into_request(path.channel()))
         .await?;
     Ok(Ack::channel(state))
 }
@@ -243,26 +195,17 @@ struct LockPath {
     lock_name: String,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LockBody {
-    #[serde(default)]
-    ttl_ms: Option<u64>,
-    #[serde(default)]
-    actor_user_id: Option<String>,
-}
-
 impl LockPath {
-    fn request(self, ttl_ms: Option<u64>, actor: Option<String>) -> LockRequest {
-        LockRequest {
-            channel: Channel {
+    fn request(self, ttl_ms: Option<u64>, actor: Option<String>) -> crate::wit::types::LockRequest {
+        protocol::lock_request(
+            Channel {
                 channel_type: self.channel_type,
                 channel_name: self.channel_name,
             },
-            lock_name: self.lock_name,
+            self.lock_name,
             ttl_ms,
             actor,
-        }
+        )
     }
 }
 
@@ -299,6 +242,24 @@ async fn lock_release(
         let actor = body.actor_user_id.or(query.actor_user_id);
         hub.release_lock(path.request(None, actor)).await?;
         Ok(Ack::Done)
+    };
+    respond(reply.await)
+}
+
+/// `POST /v1/reaper/tick`: one reaper pass now, for external schedulers. A node runs its
+/// reaper by itself; the route exists so that one scheduler can drive Spin deployments and
+/// nodes alike. Needs the admin token.
+async fn reaper_tick(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    let reply = async {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        protocol::check_bearer(
+            hub.config().admin_token.as_deref(),
+            authorization,
+            "ROSTER_ADMIN_TOKEN",
+        )?;
+        Ok(Ack::Tick(hub.reap().await?))
     };
     respond(reply.await)
 }

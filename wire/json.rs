@@ -1,6 +1,11 @@
-//! The wire protocol's JSON (DESIGN.md §2): request payloads, acks, pushed events, error
-//! codes. Every transport decodes and encodes through here, so `/ws`, `/v1` and later
-//! Socket.IO put the same bytes on the wire.
+//! The wire protocol's JSON (DESIGN.md §2): request payloads, acks, error codes, and the
+//! HTTP API's bodies and statuses. Every transport decodes and encodes through here, so
+//! `/ws`, `/v1`, Socket.IO and the Spin gateway put the same bytes on the wire.
+//!
+//! This file is compiled into two worlds: the host (against wasmtime's bindings of `wit/`)
+//! and the Spin gateway (against wit-bindgen's). Both generators give the WIT types the same
+//! Rust names, and each crate mounts them at `crate::wit`; the file names nothing else of
+//! its crate.
 //!
 //! Decoding checks types only (a `roomId` must be a string); what the values must be is
 //! the components' business. A payload of the wrong shape is `INVALID_PAYLOAD` for presence
@@ -10,10 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::runtime::bindings::events::Event;
-use crate::runtime::bindings::types::{
-    self, ChannelState, Conn, ErrorCode, Failure, LockInfo, MetadataItem, MetadataOperation,
-    PresenceChange,
+use crate::wit::types::{
+    self, ChannelState, Conn, ErrorCode, Failure, LockInfo, MetadataItem, TickReport,
 };
 
 /// The stable spelling of an error code.
@@ -301,7 +304,8 @@ pub fn raw_json(text: String) -> Box<RawValue> {
     })
 }
 
-fn empty_object() -> Box<RawValue> {
+/// `{}`.
+pub fn empty_object() -> Box<RawValue> {
     // "{}" is valid JSON; the fallback only exists to avoid an unwrap.
     RawValue::from_string(String::from("{}")).unwrap_or_else(|_| Box::<RawValue>::default())
 }
@@ -381,6 +385,8 @@ pub enum Ack {
     },
     /// An operation with nothing to report.
     Done,
+    /// A reaper tick (HTTP API): what it removed.
+    Tick(TickReport),
     /// A room snapshot (HTTP API).
     Snapshot(Vec<ConnView>),
     /// Every metadata operation: the channel after it.
@@ -443,6 +449,11 @@ impl Serialize for Ack {
             }
             Ack::Heartbeat { changed } => map.serialize_entry("changed", changed)?,
             Ack::Done => {}
+            Ack::Tick(report) => {
+                map.serialize_entry("reaped", &report.reaped)?;
+                map.serialize_entry("orphans", &report.orphans)?;
+                map.serialize_entry("more", &report.more)?;
+            }
             Ack::Snapshot(snapshot) => map.serialize_entry("snapshot", snapshot)?,
             Ack::Channel {
                 items,
@@ -481,239 +492,195 @@ pub fn reply_json(reply: &Reply) -> String {
     })
 }
 
-/// The name of the event pushed for presence changes.
-pub const PRESENCE_EVENT: &str = "presence:event";
-/// The name of the event pushed after metadata writes.
-pub const METADATA_EVENT: &str = "metadata:event";
-
-/// An event ready for fan-out: serialised once, shared by every recipient.
-#[derive(Debug)]
-pub struct Published {
-    /// The room whose members get it.
-    pub room_id: String,
-    /// The event name.
-    pub name: &'static str,
-    /// The payload JSON.
-    pub data: Box<RawValue>,
-    /// The connection this event says left, so the bus can unbind its socket.
-    pub leave_of: Option<String>,
+/// The HTTP status of an error code (HTTP API).
+pub fn http_status(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::InvalidPayload | ErrorCode::MetadataInvalid => 400,
+        ErrorCode::UnknownConnection => 404,
+        ErrorCode::StaleEpoch | ErrorCode::MetadataConflict => 409,
+        ErrorCode::MetadataLock => 423,
+        ErrorCode::Unauthorized => 401,
+        ErrorCode::Forbidden => 403,
+        ErrorCode::RateLimited => 429,
+        ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::StoreUnavailable => 503,
+        ErrorCode::ComponentFailed => 500,
+    }
 }
 
-#[derive(Serialize)]
+/// The HTTP status of a reply (HTTP API).
+pub fn reply_status(reply: &Reply) -> u16 {
+    match reply {
+        Ok(_) => 200,
+        Err(error) => http_status(error.code),
+    }
+}
+
+/// The reply to a path no route serves (status 404).
+pub fn no_such_route() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidPayload,
+        "no such route; see docs/openapi.yaml",
+    )
+}
+
+/// The reply to a method a route does not serve (status 405).
+pub fn method_not_allowed(method: &str, allowed: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidPayload,
+        format!("{method} is not served here; this route serves {allowed}"),
+    )
+}
+
+/// Decodes an HTTP body as `T`: at most `max` bytes, UTF-8 JSON; an empty body reads as
+/// `{}`. Failures name the field, like socket payloads.
+pub fn decode_body<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+    code: ErrorCode,
+) -> Result<T, ApiError> {
+    if bytes.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is {} bytes; the limit is {max}", bytes.len()),
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ApiError::new(code, "the body is not UTF-8 JSON"))?;
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let raw: Box<RawValue> = serde_json::from_str(text)
+        .map_err(|error| ApiError::new(code, format!("the body is not JSON: {error}")))?;
+    decode(Some(&raw), code)
+}
+
+/// `POST /v1/rooms/{roomId}/connections` body.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PresenceEventView<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    room_id: &'a str,
-    user_id: &'a str,
-    conn_id: &'a str,
-    state: Option<Box<RawValue>>,
-    ts: u64,
-    epoch: u64,
+pub struct JoinBody {
+    /// The user.
+    pub user_id: String,
+    /// The initial state.
+    #[serde(default)]
+    pub state: Option<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MetadataEventView<'a> {
-    operation: &'static str,
-    channel_name: &'a str,
-    channel_type: &'a str,
-    items: Vec<ItemView>,
-    major_revision: u64,
-}
-
-impl Published {
-    /// Serialises a component's event.
-    pub fn from_event(event: Event) -> Published {
-        match event {
-            Event::Presence(event) => {
-                let kind = match event.change {
-                    PresenceChange::Join => "join",
-                    PresenceChange::Update => "update",
-                    PresenceChange::Leave => "leave",
-                };
-                let view = PresenceEventView {
-                    kind,
-                    room_id: &event.room_id,
-                    user_id: &event.user_id,
-                    conn_id: &event.conn_id,
-                    state: event.state.map(raw_json),
-                    ts: event.ts,
-                    epoch: event.epoch,
-                };
-                let data = to_raw(&view);
-                let leave_of =
-                    (event.change == PresenceChange::Leave).then(|| event.conn_id.clone());
-                Published {
-                    room_id: event.room_id,
-                    name: PRESENCE_EVENT,
-                    data,
-                    leave_of,
-                }
-            }
-            Event::Metadata(event) => {
-                let operation = match event.operation {
-                    MetadataOperation::Set => "set",
-                    MetadataOperation::Update => "update",
-                    MetadataOperation::Remove => "remove",
-                };
-                let view = MetadataEventView {
-                    operation,
-                    channel_name: &event.channel.channel_name,
-                    channel_type: &event.channel.channel_type,
-                    items: event.items.into_iter().map(ItemView::from).collect(),
-                    major_revision: event.major_revision,
-                };
-                let data = to_raw(&view);
-                Published {
-                    room_id: event.channel.channel_name,
-                    name: METADATA_EVENT,
-                    data,
-                    leave_of: None,
-                }
-            }
+impl JoinBody {
+    /// The join of this body in `room_id`.
+    pub fn into_data(self, room_id: String) -> JoinData {
+        JoinData {
+            room_id,
+            user_id: self.user_id,
+            state: self.state,
         }
     }
+}
 
-    /// The `/ws` push frame: `{"event": name, "data": {...}}`.
-    pub fn ws_frame(&self) -> String {
-        format!(r#"{{"event":"{}","data":{}}}"#, self.name, self.data.get())
+/// `POST /v1/connections/{connId}/heartbeat` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatBody {
+    /// Fences stale writers.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+    /// Merged into the state.
+    #[serde(default)]
+    pub patch_state: Option<Box<RawValue>>,
+}
+
+impl HeartbeatBody {
+    /// The heartbeat of `conn_id` this body asks for.
+    pub fn into_request(self, conn_id: String) -> types::HeartbeatRequest {
+        types::HeartbeatRequest {
+            conn_id,
+            epoch: self.epoch,
+            patch_state: self.patch_state.map(|raw| String::from(raw.get())),
+        }
     }
 }
 
-fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).unwrap_or_else(|_| empty_object())
+/// The body of the metadata writes (`PUT`, `PATCH`, `DELETE` of a channel's metadata).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBody {
+    /// The items.
+    #[serde(default)]
+    pub items: Option<Vec<ItemData>>,
+    /// The options.
+    #[serde(default)]
+    pub options: Option<OptionsData>,
+    /// The acting user.
+    #[serde(default)]
+    pub actor_user_id: Option<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_owned()).unwrap()
+impl WriteBody {
+    /// The write request on `channel` this body asks for, acting as `actorUserId`.
+    pub fn into_request(self, channel: types::Channel) -> types::WriteRequest {
+        let actor = self.actor_user_id.clone();
+        WriteData {
+            channel_type: channel.channel_type,
+            channel_name: channel.channel_name,
+            items: self.items,
+            options: self.options,
+            actor_user_id: self.actor_user_id,
+        }
+        .into_request(actor)
     }
+}
 
-    /// Wrong types name the field; missing data names the first required field.
-    #[test]
-    fn decode_errors_name_the_field() {
-        let err = decode::<JoinData>(
-            Some(&raw(r#"{"roomId":5,"userId":"u"}"#)),
-            ErrorCode::InvalidPayload,
-        )
-        .unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidPayload);
-        assert!(
-            err.message
-                .starts_with("data.roomId: invalid type: integer `5`"),
-            "{}",
-            err.message
-        );
-        assert!(!err.message.contains("line 1"), "{}", err.message);
-        let err = decode::<JoinData>(None, ErrorCode::InvalidPayload).unwrap_err();
-        assert!(
-            err.message.contains("missing field `roomId`"),
-            "{}",
-            err.message
-        );
-        let err = decode::<WriteData>(
-            Some(&raw(
-                r#"{"channelType":"t","channelName":"n","items":[{"key":"k","value":1}]}"#,
-            )),
-            ErrorCode::MetadataInvalid,
-        )
-        .unwrap_err();
-        assert!(
-            err.message.starts_with("data.items[0].value:"),
-            "{}",
-            err.message
-        );
-        let err = decode::<HeartbeatData>(
-            Some(&raw(r#"{"connId":"c","epoch":-1}"#)),
-            ErrorCode::InvalidPayload,
-        )
-        .unwrap_err();
-        assert!(err.message.starts_with("data.epoch:"), "{}", err.message);
-    }
+/// The body of `POST` and `DELETE` of a lock.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockBody {
+    /// The lock's lifetime (acquire).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// The acting user.
+    #[serde(default)]
+    pub actor_user_id: Option<String>,
+}
 
-    /// `null` optional fields read as absent; extra fields are ignored.
-    #[test]
-    fn nulls_and_extra_fields() {
-        let data = decode::<HeartbeatData>(
-            Some(&raw(
-                r#"{"connId":"c","epoch":null,"patchState":null,"extra":1}"#,
-            )),
-            ErrorCode::InvalidPayload,
-        )
-        .unwrap();
-        assert!(data.epoch.is_none() && data.patch_state.is_none());
+/// The lock request on `channel` named `lock_name`.
+pub fn lock_request(
+    channel: types::Channel,
+    lock_name: String,
+    ttl_ms: Option<u64>,
+    actor: Option<String>,
+) -> types::LockRequest {
+    types::LockRequest {
+        channel,
+        lock_name,
+        ttl_ms,
+        actor,
     }
+}
 
-    /// Acks and errors serialise exactly as the protocol shows them.
-    #[test]
-    fn ack_shapes() {
-        assert_eq!(
-            reply_json(&Ok(Ack::Heartbeat { changed: true })),
-            r#"{"ok":true,"changed":true}"#
-        );
-        assert_eq!(reply_json(&Ok(Ack::Done)), r#"{"ok":true}"#);
-        let joined = Ack::joined(types::Joined {
-            conn_id: "c1".into(),
-            epoch: 7,
-            snapshot: vec![Conn {
-                conn_id: "c1".into(),
-                user_id: "u".into(),
-                state: r#"{"a":1}"#.into(),
-                epoch: 7,
-                last_seen: 9,
-            }],
-        });
-        assert_eq!(
-            reply_json(&Ok(joined)),
-            r#"{"ok":true,"snapshot":[{"connId":"c1","userId":"u","state":{"a":1},"epoch":7,"lastSeen":9}],"self":{"connId":"c1","epoch":7}}"#
-        );
-        let error = ApiError::new(ErrorCode::StaleEpoch, "old");
-        assert_eq!(
-            reply_json(&Err(error)),
-            r#"{"ok":false,"error":{"code":"STALE_EPOCH","message":"old"}}"#
-        );
+/// Checks `Authorization: Bearer <token>` against the configured token (`what` names the
+/// setting): no token configured refuses everything (`FORBIDDEN`), so a protected route
+/// is never open by accident; a missing or wrong token is `UNAUTHORIZED`. Compares in time
+/// independent of where the tokens differ.
+pub fn check_bearer(
+    configured: Option<&str>,
+    authorization: Option<&str>,
+    what: &str,
+) -> Result<(), ApiError> {
+    let Some(token) = configured.filter(|token| !token.is_empty()) else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this route is disabled: set {what} to enable it"),
+        ));
+    };
+    match authorization.and_then(|value| value.strip_prefix("Bearer ")) {
+        Some(presented) if same_secret(presented.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(ErrorCode::Unauthorized, "wrong token")),
+        None => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("this route needs Authorization: Bearer <{what}>"),
+        )),
     }
+}
 
-    /// Events serialise once with the protocol's field names; leave carries `state: null`.
-    #[test]
-    fn event_shapes() {
-        let published = Published::from_event(Event::Presence(types::PresenceEvent {
-            change: PresenceChange::Leave,
-            room_id: "r".into(),
-            user_id: "u".into(),
-            conn_id: "c".into(),
-            state: None,
-            ts: 5,
-            epoch: 6,
-        }));
-        assert_eq!(published.leave_of.as_deref(), Some("c"));
-        assert_eq!(
-            published.ws_frame(),
-            r#"{"event":"presence:event","data":{"type":"leave","roomId":"r","userId":"u","connId":"c","state":null,"ts":5,"epoch":6}}"#
-        );
-        let published = Published::from_event(Event::Metadata(types::MetadataEvent {
-            operation: MetadataOperation::Update,
-            channel: types::Channel {
-                channel_type: "t".into(),
-                channel_name: "r".into(),
-            },
-            items: vec![MetadataItem {
-                key: "k".into(),
-                value: "v".into(),
-                revision: 2,
-                updated: None,
-                author_uid: Some("u".into()),
-            }],
-            major_revision: 3,
-        }));
-        assert_eq!(published.room_id, "r");
-        assert_eq!(
-            published.data.get(),
-            r#"{"operation":"update","channelName":"r","channelType":"t","items":[{"key":"k","value":"v","revision":2,"authorUid":"u"}],"majorRevision":3}"#
-        );
-    }
+/// Compares in time independent of where the inputs differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

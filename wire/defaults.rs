@@ -1,0 +1,23 @@
+//! The defaults of the settings the rules enforce, shared by the host's configuration and
+//! the Spin gateway's variables, so that both deployments behave alike out of the box.
+//! Each says why that number.
+
+/// 30 s: long enough for clients that heartbeat every 10 s to miss two beats.
+pub const DEFAULT_TTL_MS: u64 = 30_000;
+/// Room for a 64 KiB state written with generous JSON escaping, plus the envelope.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
+/// The protocol's state limit.
+pub const DEFAULT_MAX_STATE_BYTES: u32 = 64 * 1024;
+/// A room large enough for a big live event; one `join` snapshot of it is a few MiB.
+pub const DEFAULT_MAX_ROOM_MEMBERS: u32 = 10_000;
+/// Channel metadata is settings and topics, not a database.
+pub const DEFAULT_MAX_METADATA_ITEMS: u32 = 256;
+/// Keeps every metadata write and `metadata:event` small.
+pub const DEFAULT_MAX_METADATA_BYTES: u32 = 64 * 1024;
+/// A lock outlives a crashed holder by at most 30 s when it named no TTL.
+pub const DEFAULT_LOCK_TTL_MS: u64 = 30_000;
+/// One hour: longer holds are better served by metadata than by a lock.
+pub const DEFAULT_MAX_LOCK_TTL_MS: u64 = 3_600_000;
+/// A node that stops renewing is declared dead this long after its last renewal: far below
+/// the TTL, far above a scheduling hiccup (renewals come every third of it).
+pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;

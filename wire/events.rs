@@ -1,0 +1,163 @@
+//! Pushed events: `presence:event` and `metadata:event` serialised once for every
+//! recipient, and the envelope that carries them between nodes over Redis Pub/Sub (key
+//! layout version 1, docs/redis-keys.md).
+//!
+//! Compiled into the host (fan-out and the Redis feed) and into the Spin adapter (which
+//! publishes what the components announce to the same channels), against `crate::wit` as
+//! `json.rs` explains, and mounted beside `json.rs`, whose items it reaches as `super::`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{ItemView, empty_object, raw_json};
+use crate::wit::events::Event;
+use crate::wit::types::{MetadataOperation, PresenceChange};
+
+/// The name of the event pushed for presence changes.
+pub const PRESENCE_EVENT: &str = "presence:event";
+/// The name of the event pushed after metadata writes.
+pub const METADATA_EVENT: &str = "metadata:event";
+
+/// An event ready for fan-out: serialised once, shared by every recipient.
+#[derive(Debug)]
+pub struct Published {
+    /// The room whose members get it.
+    pub room_id: String,
+    /// The event name.
+    pub name: &'static str,
+    /// The payload JSON.
+    pub data: Box<RawValue>,
+    /// The connection this event says left, so the bus can unbind its socket.
+    pub leave_of: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PresenceEventView<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room_id: &'a str,
+    user_id: &'a str,
+    conn_id: &'a str,
+    state: Option<Box<RawValue>>,
+    ts: u64,
+    epoch: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetadataEventView<'a> {
+    operation: &'static str,
+    channel_name: &'a str,
+    channel_type: &'a str,
+    items: Vec<ItemView>,
+    major_revision: u64,
+}
+
+impl Published {
+    /// Serialises a component's event.
+    pub fn from_event(event: Event) -> Published {
+        match event {
+            Event::Presence(event) => {
+                let kind = match event.change {
+                    PresenceChange::Join => "join",
+                    PresenceChange::Update => "update",
+                    PresenceChange::Leave => "leave",
+                };
+                let view = PresenceEventView {
+                    kind,
+                    room_id: &event.room_id,
+                    user_id: &event.user_id,
+                    conn_id: &event.conn_id,
+                    state: event.state.map(raw_json),
+                    ts: event.ts,
+                    epoch: event.epoch,
+                };
+                let data = to_raw(&view);
+                let leave_of =
+                    (event.change == PresenceChange::Leave).then(|| event.conn_id.clone());
+                Published {
+                    room_id: event.room_id,
+                    name: PRESENCE_EVENT,
+                    data,
+                    leave_of,
+                }
+            }
+            Event::Metadata(event) => {
+                let operation = match event.operation {
+                    MetadataOperation::Set => "set",
+                    MetadataOperation::Update => "update",
+                    MetadataOperation::Remove => "remove",
+                };
+                let view = MetadataEventView {
+                    operation,
+                    channel_name: &event.channel.channel_name,
+                    channel_type: &event.channel.channel_type,
+                    items: event.items.into_iter().map(ItemView::from).collect(),
+                    major_revision: event.major_revision,
+                };
+                let data = to_raw(&view);
+                Published {
+                    room_id: event.channel.channel_name,
+                    name: METADATA_EVENT,
+                    data,
+                    leave_of: None,
+                }
+            }
+        }
+    }
+
+    /// The `/ws` push frame: `{"event": name, "data": {...}}`.
+    pub fn ws_frame(&self) -> String {
+        format!(r#"{{"event":"{}","data":{}}}"#, self.name, self.data.get())
+    }
+}
+
+fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| empty_object())
+}
+
+/// The channel of a room's events (layout version 1).
+pub fn channel(room_id: &str) -> String {
+    format!("roster:v1:events:{room_id}")
+}
+
+/// What travels on a room's channel (layout version 1). Strings borrow from the message
+/// when they hold no escapes.
+#[derive(Serialize, Deserialize)]
+pub struct Envelope<'a> {
+    /// The envelope format.
+    pub v: u32,
+    /// The publishing node: receivers skip their own.
+    #[serde(borrow)]
+    pub node: Cow<'a, str>,
+    /// The room whose members get it.
+    #[serde(borrow)]
+    pub room: Cow<'a, str>,
+    /// `presence:event` or `metadata:event`.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// For a presence `leave`, the connection that left.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub leave: Option<Cow<'a, str>>,
+    /// The event's payload, as clients receive it.
+    #[serde(borrow)]
+    pub data: &'a RawValue,
+}
+
+impl Published {
+    /// The envelope of this event from `node`, as published on [`channel`]`(room_id)`.
+    pub fn envelope(&self, node: &str) -> Option<String> {
+        serde_json::to_string(&Envelope {
+            v: 1,
+            node: Cow::Borrowed(node),
+            room: Cow::Borrowed(&self.room_id),
+            name: Cow::Borrowed(self.name),
+            leave: self.leave_of.as_deref().map(Cow::Borrowed),
+            data: &self.data,
+        })
+        .ok()
+    }
+}
