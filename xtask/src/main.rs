@@ -11,6 +11,8 @@
 //! - `cargo xtask build-components [DIR]`: builds the components and copies them to DIR
 //!   (default `target/components`) as `presence.wasm`, `metadata.wasm`, `reaper.wasm`,
 //!   the layout `roster --components-dir` reads.
+//! - `cargo xtask build-spin`: builds the Spin components (`target/spin/roster.wasm` and
+//!   `roster-cron.wasm`), what `spin build` does (docs/spin.md).
 
 mod bench;
 
@@ -38,9 +40,21 @@ fn main() -> ExitCode {
         Some("check") => check(&root),
         Some("bench") => bench::bench(&root, &args[1..]),
         Some("build-components") => build_components(&root, args.get(1).map(PathBuf::from)),
+        Some("build-spin") => cargo(
+            &root,
+            &[
+                "run",
+                "--quiet",
+                "--locked",
+                "--release",
+                "--package",
+                "roster-spin-compose",
+            ],
+            &[],
+        ),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | bench [--redis] SCENARIO [ARGS...] | build-components [DIR]>"
+                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | bench [--redis] SCENARIO [ARGS...] | build-components [DIR] | build-spin>"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,107 @@
+//! The gateway's configuration: Spin variables (declared in `spin.toml`), with the host's
+//! defaults (`wire/defaults.rs`) for any left unset.
+
+use spin_sdk::variables;
+
+use crate::protocol::{
+    DEFAULT_LOCK_TTL_MS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LOCK_TTL_MS,
+    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ITEMS, DEFAULT_MAX_ROOM_MEMBERS,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_NODE_LEASE_MS, DEFAULT_TTL_MS,
+};
+use crate::wit::types::{CallContext, Settings};
+
+/// The node id a Spin deployment stores with the connections it creates, and publishes
+/// events under, when `node_id` is not set.
+pub const DEFAULT_NODE_ID: &str = "spin";
+
+/// What one request runs with.
+pub struct Config {
+    /// The limits and windows the rules enforce.
+    pub settings: Settings,
+    /// `node_id`.
+    pub node_id: String,
+    /// `max_body_bytes`: the largest request body.
+    pub max_body_bytes: usize,
+    /// `tick_token`: the bearer token of `POST /v1/reaper/tick`; unset disables the route.
+    pub tick_token: Option<String>,
+    /// `cors_origins`: `*`, or a comma-separated list of allowed origins.
+    pub cors_origins: String,
+}
+
+/// A variable's value, none when unset or empty (Spin gives undeclared variables as errors).
+fn var(name: &str) -> Option<String> {
+    variables::get(name)
+        .ok()
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// A numeric variable, its default when unset; an unreadable value is a configuration error
+/// naming the variable.
+fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("the Spin variable {name} is {text:?}, not a number")),
+    }
+}
+
+impl Config {
+    /// Reads the variables.
+    pub fn load() -> Result<Config, String> {
+        let ttl_ms = number("presence_ttl_ms", DEFAULT_TTL_MS)?;
+        let lookback_ms = number("presence_reaper_lookback_ms", ttl_ms.saturating_mul(2))?;
+        if ttl_ms == 0 || lookback_ms < ttl_ms {
+            return Err(format!(
+                "presence_ttl_ms ({ttl_ms}) must be positive and presence_reaper_lookback_ms \
+                 ({lookback_ms}) at least as long"
+            ));
+        }
+        let settings = Settings {
+            ttl_ms,
+            lookback_ms,
+            max_state_bytes: number("max_state_bytes", DEFAULT_MAX_STATE_BYTES)?,
+            max_room_members: number("max_room_members", DEFAULT_MAX_ROOM_MEMBERS)?,
+            max_metadata_items: number("max_metadata_items", DEFAULT_MAX_METADATA_ITEMS)?,
+            max_metadata_bytes: number("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES)?,
+            default_lock_ttl_ms: number("lock_ttl_ms", DEFAULT_LOCK_TTL_MS)?,
+            max_lock_ttl_ms: number("max_lock_ttl_ms", DEFAULT_MAX_LOCK_TTL_MS)?,
+            node_lease_ms: DEFAULT_NODE_LEASE_MS,
+        };
+        Ok(Config {
+            settings,
+            node_id: var("node_id").unwrap_or_else(|| DEFAULT_NODE_ID.to_owned()),
+            max_body_bytes: number("max_body_bytes", DEFAULT_MAX_FRAME_BYTES)?,
+            tick_token: var("tick_token"),
+            cors_origins: var("cors_origins").unwrap_or_else(|| "*".to_owned()),
+        })
+    }
+
+    /// The context of a call made now.
+    pub fn context(&self) -> CallContext {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        CallContext {
+            now,
+            node_id: self.node_id.clone(),
+            settings: self.settings,
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` for a request from `origin`, if it is allowed.
+    pub fn allowed_origin(&self, origin: Option<&str>) -> Option<String> {
+        if self.cors_origins == "*" {
+            return Some("*".to_owned());
+        }
+        let origin = origin?;
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .any(|allowed| allowed == origin)
+            .then(|| origin.to_owned())
+    }
+}
