@@ -1,5 +1,6 @@
-//! Builds the test fixtures (misbehaving components) for `wasm32-wasip2` and hands their
-//! paths to the tests.
+//! Builds the test fixtures (misbehaving components) for `wasm32-wasip2`, and the Spin
+//! component (`target/spin/roster.wasm`, what `spin.toml` runs), and hands their paths to
+//! the tests.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,8 @@ fn main() -> Result<(), String> {
         "components",
         "wit",
         "tests/fixtures",
+        "spin",
+        "wire",
         "Cargo.toml",
         "Cargo.lock",
     ] {
@@ -32,5 +35,11 @@ fn main() -> Result<(), String> {
     for ((var, _), path) in FIXTURES.iter().zip(paths) {
         println!("cargo:rustc-env={var}={}", path.display());
     }
+    let spin = roster_spin_compose::build(&root)?;
+    println!("cargo:rustc-env=ROSTER_SPIN_WASM={}", spin.display());
+    println!(
+        "cargo:rustc-env=ROSTER_SPIN_CRON_WASM={}",
+        roster_spin_compose::cron_artifact(&root).display()
+    );
     Ok(())
 }

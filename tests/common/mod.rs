@@ -12,6 +12,8 @@
     reason = "test helpers fail loudly"
 )]
 
+pub mod spin;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
