@@ -70,6 +70,18 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A component's exports and imports, by name.
+fn shape(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
+    let ty = component.component_type();
+    let names = |items: &mut dyn Iterator<Item = &str>| items.map(str::to_owned).collect();
+    (
+        names(&mut ty.exports(&engine).map(|(name, _)| name)),
+        names(&mut ty.imports(&engine).map(|(name, _)| name)),
+    )
+}
+
 /// Every nested component of a composed component, at any depth.
 fn nested_components(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut nested = Vec::new();
@@ -111,12 +123,9 @@ fn the_spin_component_embeds_the_hosts_components() {
         );
     }
 
-    let engine = wasmtime::Engine::default();
-    let component = wasmtime::component::Component::new(&engine, &composed).unwrap();
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_owned()).collect();
+    let (exports, imports) = shape(&composed);
     assert_eq!(exports, ["wasi:http/incoming-handler@0.2.0"]);
-    for (import, _) in ty.imports(&engine) {
+    for import in imports {
         assert!(
             import.starts_with("wasi:") || import.starts_with("fermyon:spin/"),
             "the Spin component imports {import}, which Spin does not provide"
@@ -144,12 +153,9 @@ fn the_cron_component_has_the_plugins_shape() {
             .any(|c| sha256(c) == sha256(reaper)),
         "the cron component holds no byte-identical copy of the host's reaper"
     );
-    let engine = wasmtime::Engine::default();
-    let component = wasmtime::component::Component::new(&engine, &composed).unwrap();
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_owned()).collect();
+    let (exports, imports) = shape(&composed);
     assert_eq!(exports, ["handle-cron-event"]);
-    for (import, _) in ty.imports(&engine) {
+    for import in imports {
         assert!(
             import.starts_with("wasi:")
                 || import.starts_with("fermyon:spin/")

@@ -499,13 +499,11 @@ impl spin_redis::HostConnection for Instance {
         channel: String,
         payload: Vec<u8>,
     ) -> Result<(), spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(other)
+        query(
+            self.connection(&this)?,
+            redis::cmd("PUBLISH").arg(channel).arg(payload),
+        )
+        .await
     }
 
     async fn get(
@@ -513,12 +511,7 @@ impl spin_redis::HostConnection for Instance {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Result<Option<Vec<u8>>, spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut connection)
-            .await
-            .map_err(other)
+        query(self.connection(&this)?, redis::cmd("GET").arg(key)).await
     }
 
     async fn set(
@@ -527,13 +520,11 @@ impl spin_redis::HostConnection for Instance {
         key: String,
         value: Vec<u8>,
     ) -> Result<(), spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(other)
+        query(
+            self.connection(&this)?,
+            redis::cmd("SET").arg(key).arg(value),
+        )
+        .await
     }
 
     async fn incr(
@@ -541,12 +532,7 @@ impl spin_redis::HostConnection for Instance {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Result<i64, spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("INCR")
-            .arg(key)
-            .query_async(&mut connection)
-            .await
-            .map_err(other)
+        query(self.connection(&this)?, redis::cmd("INCR").arg(key)).await
     }
 
     async fn del(
@@ -554,12 +540,7 @@ impl spin_redis::HostConnection for Instance {
         this: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> Result<u32, spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut connection)
-            .await
-            .map_err(other)
+        query(self.connection(&this)?, redis::cmd("DEL").arg(keys)).await
     }
 
     async fn sadd(
@@ -587,12 +568,7 @@ impl spin_redis::HostConnection for Instance {
         this: Resource<RedisConnection>,
         key: String,
     ) -> Result<Vec<String>, spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("SMEMBERS")
-            .arg(key)
-            .query_async(&mut connection)
-            .await
-            .map_err(other)
+        query(self.connection(&this)?, redis::cmd("SMEMBERS").arg(key)).await
     }
 
     async fn srem(
@@ -601,13 +577,11 @@ impl spin_redis::HostConnection for Instance {
         key: String,
         values: Vec<String>,
     ) -> Result<u32, spin_redis::Error> {
-        let mut connection = self.connection(&this)?;
-        redis::cmd("SREM")
-            .arg(key)
-            .arg(values)
-            .query_async(&mut connection)
-            .await
-            .map_err(other)
+        query(
+            self.connection(&this)?,
+            redis::cmd("SREM").arg(key).arg(values),
+        )
+        .await
     }
 
     async fn execute(
@@ -636,6 +610,14 @@ impl spin_redis::HostConnection for Instance {
         self.table.delete(this)?;
         Ok(())
     }
+}
+
+/// Sends `cmd` on `connection`; errors as Spin reports them.
+async fn query<T: redis::FromRedisValue>(
+    mut connection: MultiplexedConnection,
+    cmd: &redis::Cmd,
+) -> Result<T, spin_redis::Error> {
+    cmd.query_async(&mut connection).await.map_err(other)
 }
 
 /// An `execute` reply as Spin hands it to the guest: one flat list, arrays (and sets) at any
