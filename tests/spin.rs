@@ -165,6 +165,48 @@ fn the_cron_component_has_the_plugins_shape() {
     }
 }
 
+/// One run of the cron component removes what went stale, like a tick, and a run against an
+/// unreachable Redis reports an error to the plugin rather than trapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_component_reaps() {
+    let redis = RedisServer::start().await;
+    let app = spin_app(&redis, &[("presence_ttl_ms", "10000")]).await;
+    let http = Http::new(app.url(""));
+    for user in ["ada", "bob"] {
+        http.ok(
+            "POST",
+            "/v1/rooms/r/connections",
+            Some(json!({"userId": user})),
+        )
+        .await;
+    }
+    let cron = PathBuf::from(env!("ROSTER_SPIN_CRON_WASM"));
+    let variables = || {
+        HashMap::from([
+            ("redis_url".to_owned(), redis.url()),
+            ("presence_ttl_ms".to_owned(), "10000".to_owned()),
+        ])
+    };
+    roster_tests::spin::run_cron(&cron, variables(), vec![redis.url()], EPOCH_MS + 5_000)
+        .await
+        .unwrap();
+    assert_eq!(http.members("r").await.len(), 2, "nothing was stale yet");
+    roster_tests::spin::run_cron(&cron, variables(), vec![redis.url()], EPOCH_MS + 10_001)
+        .await
+        .unwrap();
+    assert!(http.members("r").await.is_empty(), "both went stale");
+
+    let gone = format!("redis://127.0.0.1:{}", roster_tests::free_port(false));
+    let down = HashMap::from([("redis_url".to_owned(), gone.clone())]);
+    let error = roster_tests::spin::run_cron(&cron, down, vec![gone], EPOCH_MS)
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("store") || error.contains("Redis"),
+        "{error}"
+    );
+}
+
 /// Replaces the connection ids a script met by their names, and puts snapshots in user
 /// order (Redis lists a set in no fixed order).
 fn normalise(value: &mut Value, ids: &BTreeMap<String, String>) {

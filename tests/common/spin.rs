@@ -204,9 +204,8 @@ fn component(wasm: &Path) -> Component {
         .clone()
 }
 
-/// Links everything a Spin HTTP component may import and pre-instantiates `wasm`.
-fn prepare(wasm: &Path) -> ProxyPre<Instance> {
-    let component = component(wasm);
+/// What every Spin component may import: WASI, `wasi:http`, Spin's Redis and variables.
+fn linker() -> Linker<Instance> {
     let mut linker = Linker::<Instance>::new(engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("wasi:http links");
@@ -214,6 +213,56 @@ fn prepare(wasm: &Path) -> ProxyPre<Instance> {
         .expect("fermyon:spin/redis links");
     spin_variables::add_to_linker::<Instance, HasSelf<Instance>>(&mut linker, |state| state)
         .expect("fermyon:spin/variables links");
+    linker
+}
+
+/// Runs a cron component (the spin-trigger-cron plugin's world `fermyon:spin-cron@2.0.0`)
+/// once, as the plugin does: a fresh instance, `handle-cron-event({timestamp})`, with these
+/// variables and outbound hosts and the wall clock at `now_ms`. Returns the guest's
+/// `result<_, error>` (`error::other`'s text on failure); a trap panics.
+pub async fn run_cron(
+    wasm: &Path,
+    variables: HashMap<String, String>,
+    allowed_outbound_hosts: Vec<String>,
+    now_ms: u64,
+) -> Result<(), String> {
+    use wasmtime::component::Val;
+    let allowed_hosts = allowed_outbound_hosts
+        .iter()
+        .map(|entry| Origin::parse(entry).expect("allowed outbound host"))
+        .collect();
+    let config = Arc::new(AppConfig {
+        variables,
+        allowed_hosts,
+    });
+    let mut store = Store::new(
+        engine(),
+        Instance::new(config, Arc::new(AtomicU64::new(now_ms))),
+    );
+    let instance = linker()
+        .instantiate_async(&mut store, &component(wasm))
+        .await
+        .unwrap_or_else(|error| panic!("{} instantiates: {error:?}", wasm.display()));
+    let handler = instance
+        .get_func(&mut store, "handle-cron-event")
+        .expect("the component exports handle-cron-event");
+    let metadata = Val::Record(vec![("timestamp".to_owned(), Val::U64(now_ms / 1000))]);
+    let mut results = [Val::Bool(false)];
+    handler
+        .call_async(&mut store, &[metadata], &mut results)
+        .await
+        .unwrap_or_else(|error| panic!("handle-cron-event trapped: {error:?}"));
+    match &results[0] {
+        Val::Result(Ok(_)) => Ok(()),
+        Val::Result(Err(Some(error))) => Err(format!("{error:?}")),
+        other => panic!("handle-cron-event returned {other:?}"),
+    }
+}
+
+/// Links everything a Spin HTTP component may import and pre-instantiates `wasm`.
+fn prepare(wasm: &Path) -> ProxyPre<Instance> {
+    let component = component(wasm);
+    let linker = linker();
     let pre = linker.instantiate_pre(&component).unwrap_or_else(|error| {
         panic!("every import of {} is provided: {error:?}", wasm.display())
     });
