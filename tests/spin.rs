@@ -550,6 +550,11 @@ async fn the_reaper_tick_removes_stale_connections() {
     )
     .await;
     assert_eq!(tick().await["reaped"], json!(0));
+    // Redis was given the script once (after the first EVALSHA met NOSCRIPT); later script
+    // batches named it by the adapter's SHA and found it, so that SHA is Redis's own (a
+    // wrong one would send every batch whole).
+    assert_eq!(redis.calls("eval"), 1);
+    assert!(redis.calls("evalsha") >= 2, "{}", redis.calls("evalsha"));
 
     let closed = spin_app(&redis, &[("tick_token", "")]).await;
     Http::new(closed.url(""))
@@ -600,6 +605,91 @@ async fn configuration_and_outages_are_reported() {
     let other = "redis://127.0.0.2:6379".to_owned();
     let fenced = SpinApp::start_at(&spin_wasm(), variables, vec![other], EPOCH_MS).await;
     Http::new(fenced.url(""))
+        .fails(
+            "GET",
+            "/v1/rooms/r/connections",
+            None,
+            503,
+            "STORE_UNAVAILABLE",
+        )
+        .await;
+}
+
+/// Browsers: every answer carries `Access-Control-Allow-Origin` for allowed origins (all by
+/// default), and a preflight names the API's methods and headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_follows_cors_origins() {
+    let redis = RedisServer::start().await;
+    let client = reqwest::Client::new();
+    let origin_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let open = spin_app(&redis, &[]).await;
+    let response = client
+        .get(open.url("/v1/rooms/r/connections"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(origin_of(&response).as_deref(), Some("*"));
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            open.url("/v1/rooms/r/connections"),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(origin_of(&preflight).as_deref(), Some("*"));
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(
+        methods.contains("POST") && methods.contains("PATCH"),
+        "{methods}"
+    );
+
+    let narrow = spin_app(
+        &redis,
+        &[("cors_origins", "https://a.example, https://b.example")],
+    )
+    .await;
+    for (origin, allowed) in [
+        ("https://b.example", Some("https://b.example")),
+        ("https://evil.example", None),
+    ] {
+        let response = client
+            .get(narrow.url("/healthz"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(origin_of(&response).as_deref(), allowed, "{origin}");
+    }
+}
+
+/// `redis_password` reaches a Redis that requires one, while `redis_url` (the allowed
+/// outbound host) stays `scheme://host:port`; without it the store is unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_authenticates() {
+    let redis = RedisServer::start().await;
+    redis.cli(&["CONFIG", "SET", "requirepass", "s3cret p@ss"]);
+    let with = spin_app(&redis, &[("redis_password", "s3cret p@ss")]).await;
+    Http::new(with.url(""))
+        .ok(
+            "POST",
+            "/v1/rooms/r/connections",
+            Some(json!({"userId": "ada"})),
+        )
+        .await;
+    let without = spin_app(&redis, &[]).await;
+    Http::new(without.url(""))
         .fails(
             "GET",
             "/v1/rooms/r/connections",

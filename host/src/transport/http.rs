@@ -57,11 +57,6 @@ pub fn routes() -> Router<Arc<Hub>> {
         .fallback(not_found)
 }
 
-/// The HTTP status of an error code.
-pub fn status(code: ErrorCode) -> StatusCode {
-    StatusCode::from_u16(protocol::http_status(code)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
 /// A reply as an HTTP response.
 pub fn respond(reply: Reply) -> Response {
     let status = StatusCode::from_u16(protocol::reply_status(&reply))

@@ -52,11 +52,17 @@ pub fn run(conn: &Connection, batch: &Batch) -> Result<BatchOutcome, StoreError>
     encoded.decode(reply.into_iter().map(flat).collect())
 }
 
+/// The script's SHA-1, as `EVALSHA` names it: derived from a constant, so computed once per
+/// instance (nothing that can go stale between requests).
+fn script_sha() -> &'static str {
+    static SHA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHA.get_or_init(|| sha1_smol::Sha1::from(BATCH_SCRIPT).digest().to_string())
+}
+
 /// `EVALSHA`, falling back to `EVAL` (which also caches the script) after `NOSCRIPT`.
 fn eval(conn: &Connection, encoded: &Encoded) -> Result<Vec<RedisResult>, Error> {
-    let sha = sha1_smol::Sha1::from(BATCH_SCRIPT).digest().to_string();
     let mut args = Vec::with_capacity(2 + encoded.keys.len() + encoded.args.len());
-    args.push(text(&sha));
+    args.push(text(script_sha()));
     args.push(RedisParameter::Int64(
         i64::try_from(encoded.keys.len()).unwrap_or(i64::MAX),
     ));
