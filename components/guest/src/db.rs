@@ -1,19 +1,24 @@
-//! Running batches against the host's store and reading the replies.
+//! Running batches against the host's store and reading the replies through typed handles.
 //!
-//! The rules build [`Batch`]es with the small builders here, call [`execute`] once per
-//! round trip, and read each reply with the typed accessors, which turn a reply of the
-//! wrong shape into a `COMPONENT_FAILED` failure rather than a panic.
+//! The rules build a [`Batch`] with a [`BatchBuilder`], which hands back a [`GuardId`] for
+//! every guard and a [`Slot`] for every reply they want to read; the reply's type comes from
+//! the read that produced it ([`Read`]). After [`execute`], an applied batch's replies are
+//! taken through the slots and a refused batch is matched against the guard ids, so adding
+//! an op or a guard cannot shift what another reply or refusal is read as. A reply of the
+//! wrong shape becomes a `COMPONENT_FAILED` failure, never a panic.
+
+use std::marker::PhantomData;
 
 use crate::bindings::roster::hub::store::{
-    Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldsOp, Guard, HsetOp, MembersOp, Op,
-    Reply, ScoreGuard, SizeGuard, StoreError, ValueGuard, ZaddOp, ZrangeOp,
+    Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldOp, FieldsOp, Guard, HsetOp,
+    MembersOp, Op, Reply, ScoreGuard, SizeGuard, StoreError, ValueGuard, ZaddOp, ZrangeOp,
 };
 use crate::fail;
 use crate::types::{ErrorCode, Failure};
 
 /// Runs `batches` in one round trip. A store that cannot be reached becomes
 /// `STORE_UNAVAILABLE`; a refused call (a bug here) becomes `COMPONENT_FAILED`.
-pub fn execute(batches: &[Batch]) -> Result<Vec<BatchOutcome>, Failure> {
+pub fn execute(batches: &[Batch]) -> Result<Vec<Outcome>, Failure> {
     if batches.is_empty() {
         return Ok(Vec::new());
     }
@@ -31,15 +36,55 @@ pub fn execute(batches: &[Batch]) -> Result<Vec<BatchOutcome>, Failure> {
             outcomes.len()
         )));
     }
-    Ok(outcomes)
+    Ok(outcomes.into_iter().map(Outcome::from).collect())
 }
 
 /// Runs one batch.
-pub fn execute_one(batch: Batch) -> Result<BatchOutcome, Failure> {
+pub fn execute_one(batch: Batch) -> Result<Outcome, Failure> {
     let mut outcomes = execute(std::slice::from_ref(&batch))?;
     outcomes
         .pop()
         .ok_or_else(|| fail::internal("the store returned no outcome"))
+}
+
+/// Runs one batch that has no guards, so it always applies.
+pub fn execute_read(batch: Batch) -> Result<Applied, Failure> {
+    execute_one(batch)?.unguarded()
+}
+
+/// The index of a guard in its batch, as a refusal names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardId(u32);
+
+/// Where the reply of a [`Read`] lands in its applied batch.
+#[derive(Debug)]
+pub struct Slot<T> {
+    index: usize,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Slot<T> {}
+
+/// An operation whose reply is read as a `T`.
+#[derive(Debug)]
+pub struct Read<T> {
+    op: Op,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Read<T> {
+    fn new(op: Op) -> Self {
+        Read {
+            op,
+            kind: PhantomData,
+        }
+    }
 }
 
 /// A batch under construction.
@@ -64,32 +109,153 @@ impl BatchBuilder {
         Self::default()
     }
 
-    /// Adds a guard; guards are numbered from 0 in the order added.
-    pub fn guard(mut self, guard: Guard) -> Self {
+    /// Adds a guard; a refusal by it is matched with the returned id.
+    pub fn guard(&mut self, guard: Guard) -> GuardId {
         self.batch.guards.push(guard);
-        self
+        // A batch holds a handful of guards; the count never nears u32::MAX.
+        GuardId(u32::try_from(self.batch.guards.len() - 1).unwrap_or(u32::MAX))
     }
 
-    /// Adds an operation; replies come back in the order added.
-    pub fn op(mut self, op: Op) -> Self {
+    /// Adds a write whose reply (a count) does not matter.
+    pub fn op(&mut self, op: Op) {
         self.batch.ops.push(op);
-        self
     }
 
-    /// Adds an operation when `condition` holds.
-    pub fn op_if(self, condition: bool, op: impl FnOnce() -> Op) -> Self {
-        if condition { self.op(op()) } else { self }
-    }
-
-    /// Adds a guard when `condition` holds.
-    pub fn guard_if(self, condition: bool, guard: impl FnOnce() -> Guard) -> Self {
-        if condition { self.guard(guard()) } else { self }
+    /// Adds a read; its reply is taken from the applied batch through the returned slot.
+    pub fn read<T: ReplyKind>(&mut self, read: Read<T>) -> Slot<T> {
+        self.batch.ops.push(read.op);
+        Slot {
+            index: self.batch.ops.len() - 1,
+            kind: PhantomData,
+        }
     }
 
     /// The finished batch.
     pub fn build(self) -> Batch {
         self.batch
     }
+}
+
+/// What became of one batch.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every guard held; the replies, to take through slots.
+    Applied(Applied),
+    /// This guard failed; nothing was applied.
+    Refused(GuardId),
+}
+
+impl From<BatchOutcome> for Outcome {
+    fn from(outcome: BatchOutcome) -> Self {
+        match outcome {
+            BatchOutcome::Applied(replies) => Outcome::Applied(Applied {
+                replies: replies.into_iter().map(Some).collect(),
+            }),
+            BatchOutcome::Refused(index) => Outcome::Refused(GuardId(index)),
+        }
+    }
+}
+
+impl Outcome {
+    /// The replies of a batch without guards: a refusal is the store breaking its contract.
+    pub fn unguarded(self) -> Result<Applied, Failure> {
+        match self {
+            Outcome::Applied(applied) => Ok(applied),
+            Outcome::Refused(_) => Err(fail::internal("an unguarded batch was refused")),
+        }
+    }
+
+    /// Whether the batch applied.
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Outcome::Applied(_))
+    }
+}
+
+/// The replies of an applied batch.
+#[derive(Debug)]
+pub struct Applied {
+    replies: Vec<Option<Reply>>,
+}
+
+impl Applied {
+    /// Takes the reply in `slot` (each slot once).
+    pub fn take<T: ReplyKind>(&mut self, slot: Slot<T>) -> Result<T, Failure> {
+        let reply = self
+            .replies
+            .get_mut(slot.index)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                fail::internal(format!("the store sent no reply where {} was due", T::NAME))
+            })?;
+        T::from_reply(reply)
+    }
+}
+
+/// A type a reply is read as.
+pub trait ReplyKind: Sized {
+    /// What the reply is, for messages.
+    const NAME: &'static str;
+    /// The reply as `Self`, or the shape failure.
+    fn from_reply(reply: Reply) -> Result<Self, Failure>;
+}
+
+/// A GET / HGET reply.
+impl ReplyKind for Option<String> {
+    const NAME: &'static str = "a text";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Text(text) => Ok(Some(text)),
+            Reply::None => Ok(None),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
+/// An HMGET reply.
+impl ReplyKind for Vec<Option<String>> {
+    const NAME: &'static str = "texts";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Texts(texts) => Ok(texts),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
+/// An SMEMBERS / ZRANGEBYSCORE reply.
+impl ReplyKind for Vec<String> {
+    const NAME: &'static str = "members";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Members(members) => Ok(members),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
+/// An integer reply (SCARD).
+impl ReplyKind for i64 {
+    const NAME: &'static str = "an int";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Int(value) => Ok(value),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
+fn shape(expected: &str, got: &Reply) -> Failure {
+    let got = match got {
+        Reply::None => "none",
+        Reply::Int(_) => "an int",
+        Reply::Text(_) => "a text",
+        Reply::Texts(_) => "texts",
+        Reply::Pairs(_) => "pairs",
+        Reply::Members(_) => "members",
+    };
+    fail::internal(format!(
+        "the store replied {got} where {expected} was expected"
+    ))
 }
 
 /// Guard: `key` exists.
@@ -154,12 +320,45 @@ pub fn score_at_most(key: &str, member: &str, bound: i64) -> Guard {
     })
 }
 
-/// Op: HMGET.
-pub fn hmget(key: &str, fields: &[&str]) -> Op {
-    Op::Hmget(FieldsOp {
+/// Read: GET.
+pub fn get(key: &str) -> Read<Option<String>> {
+    Read::new(Op::Get(key.to_owned()))
+}
+
+/// Read: HGET.
+pub fn hget(key: &str, field: &str) -> Read<Option<String>> {
+    Read::new(Op::Hget(FieldOp {
+        key: key.to_owned(),
+        field: field.to_owned(),
+    }))
+}
+
+/// Read: HMGET, one text (or none) per field.
+pub fn hmget(key: &str, fields: &[&str]) -> Read<Vec<Option<String>>> {
+    Read::new(Op::Hmget(FieldsOp {
         key: key.to_owned(),
         fields: fields.iter().map(|f| (*f).to_owned()).collect(),
-    })
+    }))
+}
+
+/// Read: SMEMBERS.
+pub fn smembers(key: &str) -> Read<Vec<String>> {
+    Read::new(Op::Smembers(key.to_owned()))
+}
+
+/// Read: SCARD.
+pub fn scard(key: &str) -> Read<i64> {
+    Read::new(Op::Scard(key.to_owned()))
+}
+
+/// Read: ZRANGEBYSCORE with a limit.
+pub fn zrange_by_score(key: &str, min: i64, max: i64, limit: u32) -> Read<Vec<String>> {
+    Read::new(Op::ZrangeByScore(ZrangeOp {
+        key: key.to_owned(),
+        min,
+        max,
+        limit,
+    }))
 }
 
 /// Op: HSET.
@@ -179,6 +378,11 @@ pub fn pexpire(key: &str, ttl_ms: u64) -> Op {
         key: key.to_owned(),
         ttl_ms,
     })
+}
+
+/// Op: DEL.
+pub fn del(key: &str) -> Op {
+    Op::Del(key.to_owned())
 }
 
 /// Op: SADD of one member.
@@ -213,92 +417,10 @@ pub fn zrem(key: &str, member: &str) -> Op {
     })
 }
 
-/// Op: ZRANGEBYSCORE with a limit.
-pub fn zrange_by_score(key: &str, min: i64, max: i64, limit: u32) -> Op {
-    Op::ZrangeByScore(ZrangeOp {
-        key: key.to_owned(),
-        min,
-        max,
-        limit,
-    })
-}
-
 /// Millisecond timestamps and counters as store scores: saturate rather than wrap, far
 /// beyond any real clock.
 pub fn score(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// The replies of an applied batch, or the index of the guard that refused it.
-pub fn applied(outcome: BatchOutcome) -> Result<Vec<Reply>, u32> {
-    match outcome {
-        BatchOutcome::Applied(replies) => Ok(replies),
-        BatchOutcome::Refused(guard) => Err(guard),
-    }
-}
-
-/// Reads the replies of one batch in order, checking their shapes.
-pub struct Replies {
-    replies: std::vec::IntoIter<Reply>,
-}
-
-impl Replies {
-    /// Wraps the replies of an applied batch.
-    pub fn new(replies: Vec<Reply>) -> Self {
-        Self {
-            replies: replies.into_iter(),
-        }
-    }
-
-    fn next(&mut self, expected: &str) -> Result<Reply, Failure> {
-        self.replies.next().ok_or_else(|| {
-            fail::internal(format!("the store sent no reply where {expected} was due"))
-        })
-    }
-
-    /// Skips a reply whose value does not matter (a write's count).
-    pub fn skip(&mut self) -> Result<(), Failure> {
-        self.next("a reply").map(drop)
-    }
-
-    /// An HMGET reply.
-    pub fn texts(&mut self) -> Result<Vec<Option<String>>, Failure> {
-        match self.next("texts")? {
-            Reply::Texts(texts) => Ok(texts),
-            other => Err(shape("texts", &other)),
-        }
-    }
-
-    /// A GET / HGET reply.
-    pub fn text(&mut self) -> Result<Option<String>, Failure> {
-        match self.next("a text")? {
-            Reply::Text(text) => Ok(Some(text)),
-            Reply::None => Ok(None),
-            other => Err(shape("a text", &other)),
-        }
-    }
-
-    /// An SMEMBERS / ZRANGEBYSCORE reply.
-    pub fn members(&mut self) -> Result<Vec<String>, Failure> {
-        match self.next("members")? {
-            Reply::Members(members) => Ok(members),
-            other => Err(shape("members", &other)),
-        }
-    }
-}
-
-fn shape(expected: &str, got: &Reply) -> Failure {
-    let got = match got {
-        Reply::None => "none",
-        Reply::Int(_) => "an int",
-        Reply::Text(_) => "a text",
-        Reply::Texts(_) => "texts",
-        Reply::Pairs(_) => "pairs",
-        Reply::Members(_) => "members",
-    };
-    fail::internal(format!(
-        "the store replied {got} where {expected} was expected"
-    ))
 }
 
 /// Parses a decimal integer field written by the rules; absent or garbled reads as none.

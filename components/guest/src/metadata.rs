@@ -20,8 +20,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::roster::hub::events::Event;
-use crate::bindings::roster::hub::store::{Batch, Op, SetOp};
-use crate::db::{self, BatchBuilder, Replies};
+use crate::bindings::roster::hub::store::{Op, SetOp};
+use crate::db::{self, BatchBuilder, Outcome};
 use crate::fail;
 use crate::keys::{self, meta as f};
 use crate::types::{
@@ -314,26 +314,17 @@ pub fn check_lock(
     }
 }
 
-fn read_batch(meta_key: &str, lock_key: Option<&str>) -> Batch {
-    BatchBuilder::new()
-        .op(db::hmget(meta_key, &[f::MAJOR, f::ITEMS]))
-        .op_if(lock_key.is_some(), || {
-            Op::Get(lock_key.unwrap_or_default().to_owned())
-        })
-        .build()
-}
-
 /// Reads a channel (and the owner of `lock_key`, when given).
 fn read(meta_key: &str, lock_key: Option<&str>) -> Result<(Stored, Option<String>), Failure> {
-    let replies = db::applied(db::execute_one(read_batch(meta_key, lock_key))?)
-        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
-    let mut replies = Replies::new(replies);
-    let mut fields = replies.texts()?.into_iter();
+    let mut batch = BatchBuilder::new();
+    let fields = batch.read(db::hmget(meta_key, &[f::MAJOR, f::ITEMS]));
+    let owner = lock_key.map(|key| batch.read(db::get(key)));
+    let mut replies = db::execute_read(batch.build())?;
+    let mut fields = replies.take(fields)?.into_iter();
     let stored = Stored::decode(fields.next().flatten(), fields.next().flatten())?;
-    let owner = if lock_key.is_some() {
-        replies.text()?
-    } else {
-        None
+    let owner = match owner {
+        Some(slot) => replies.take(slot)?,
+        None => None,
     };
     Ok((stored, owner))
 }
@@ -373,31 +364,26 @@ pub fn write(
         };
         check_limits(&plan.next, &ctx.settings)?;
         let major = current.major.saturating_add(1);
-        let cas = BatchBuilder::new()
-            .guard(db::field_is(
-                &meta_key,
-                f::MAJOR,
-                current.major_text.as_deref(),
-            ))
-            .guard_if(lock.is_some(), || {
-                let key = lock
-                    .as_ref()
-                    .map(|(_, key)| key.as_str())
-                    .unwrap_or_default();
-                db::value_is(key, request.actor.as_deref())
-            })
-            .op(db::hset(
-                &meta_key,
-                vec![
-                    (f::MAJOR, major.to_string()),
-                    (f::ITEMS, encode(&plan.next)),
-                    (f::TYPE, request.channel.channel_type.clone()),
-                    (f::NAME, request.channel.channel_name.clone()),
-                ],
-            ))
-            .build();
-        match db::applied(db::execute_one(cas)?) {
-            Ok(_) => {
+        let mut cas = BatchBuilder::new();
+        let unchanged = cas.guard(db::field_is(
+            &meta_key,
+            f::MAJOR,
+            current.major_text.as_deref(),
+        ));
+        if let Some((_, key)) = &lock {
+            cas.guard(db::value_is(key, request.actor.as_deref()));
+        }
+        cas.op(db::hset(
+            &meta_key,
+            vec![
+                (f::MAJOR, major.to_string()),
+                (f::ITEMS, encode(&plan.next)),
+                (f::TYPE, request.channel.channel_type.clone()),
+                (f::NAME, request.channel.channel_name.clone()),
+            ],
+        ));
+        match db::execute_one(cas.build())? {
+            Outcome::Applied(_) => {
                 crate::host::publish(&Event::Metadata(MetadataEvent {
                     operation,
                     channel: request.channel.clone(),
@@ -410,8 +396,8 @@ pub fn write(
                 });
             }
             // Another write landed first: read again and re-check.
-            Err(0) => continue,
-            Err(_) => {
+            Outcome::Refused(guard) if guard == unchanged => continue,
+            Outcome::Refused(_) => {
                 let name = lock.as_ref().map(|(name, _)| *name).unwrap_or_default();
                 return Err(lock_failure(format!(
                     "lock {name:?} changed hands while the write was applied"
@@ -454,20 +440,18 @@ pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo
             ttl_ms: Some(ttl),
         })
     };
-    let batches = [
-        BatchBuilder::new()
-            .guard(db::absent(&key))
-            .op(take())
-            .build(),
-        BatchBuilder::new()
-            .guard(db::value_is(&key, Some(actor)))
-            .op(take())
-            .build(),
-        BatchBuilder::new().op(Op::Get(key.clone())).build(),
-    ];
+    let mut take_free = BatchBuilder::new();
+    take_free.guard(db::absent(&key));
+    take_free.op(take());
+    let mut extend_mine = BatchBuilder::new();
+    extend_mine.guard(db::value_is(&key, Some(actor)));
+    extend_mine.op(take());
+    let mut read_owner = BatchBuilder::new();
+    let owner = read_owner.read(db::get(&key));
+    let batches = [take_free.build(), extend_mine.build(), read_owner.build()];
     let mut outcomes = db::execute(&batches)?.into_iter();
-    let took = outcomes.next().is_some_and(|o| db::applied(o).is_ok());
-    let extended = outcomes.next().is_some_and(|o| db::applied(o).is_ok());
+    let took = outcomes.next().is_some_and(|o| o.is_applied());
+    let extended = outcomes.next().is_some_and(|o| o.is_applied());
     if took || extended {
         return Ok(LockInfo {
             lock_name: request.lock_name.clone(),
@@ -475,8 +459,8 @@ pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo
             expires_at: ctx.now.saturating_add(ttl),
         });
     }
-    let owner = match outcomes.next().map(db::applied) {
-        Some(Ok(replies)) => Replies::new(replies).text()?,
+    let owner = match outcomes.next() {
+        Some(Outcome::Applied(mut replies)) => replies.take(owner)?,
         _ => None,
     };
     Err(lock_failure(match owner {
@@ -489,19 +473,17 @@ pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo
 pub fn release_lock(request: &LockRequest) -> Result<(), Failure> {
     let actor = validate_lock(request)?;
     let key = keys::lock_key(&request.channel, &request.lock_name);
-    let batches = [
-        BatchBuilder::new()
-            .guard(db::value_is(&key, Some(actor)))
-            .op(Op::Del(key.clone()))
-            .build(),
-        BatchBuilder::new().op(Op::Get(key.clone())).build(),
-    ];
-    let mut outcomes = db::execute(&batches)?.into_iter();
-    if outcomes.next().is_some_and(|o| db::applied(o).is_ok()) {
+    let mut free_mine = BatchBuilder::new();
+    free_mine.guard(db::value_is(&key, Some(actor)));
+    free_mine.op(db::del(&key));
+    let mut read_owner = BatchBuilder::new();
+    let owner = read_owner.read(db::get(&key));
+    let mut outcomes = db::execute(&[free_mine.build(), read_owner.build()])?.into_iter();
+    if outcomes.next().is_some_and(|o| o.is_applied()) {
         return Ok(());
     }
-    let owner = match outcomes.next().map(db::applied) {
-        Some(Ok(replies)) => Replies::new(replies).text()?,
+    let owner = match outcomes.next() {
+        Some(Outcome::Applied(mut replies)) => replies.take(owner)?,
         _ => None,
     };
     match owner {

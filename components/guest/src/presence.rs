@@ -11,8 +11,8 @@
 //! removes it, so the TTL means the same whatever the reaper's timing.
 
 use crate::bindings::roster::hub::events::Event;
-use crate::bindings::roster::hub::store::{Batch, BatchOutcome, Guard, Op};
-use crate::db::{self, BatchBuilder, Replies, score};
+use crate::bindings::roster::hub::store::{Batch, Guard};
+use crate::db::{self, Applied, BatchBuilder, GuardId, Outcome, Slot, score};
 use crate::fail;
 use crate::keys::{self, conn as f};
 use crate::state::{self, State};
@@ -65,43 +65,42 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
     let epoch = now;
     let lookback = ctx.settings.lookback_ms;
 
-    let create = BatchBuilder::new()
-        .guard(db::absent(&conn_key))
-        .guard(db::size_below(&room_key, ctx.settings.max_room_members))
-        .op(db::hset(
-            &conn_key,
-            vec![
-                (f::ROOM, request.room_id.clone()),
-                (f::USER, request.user_id.clone()),
-                (f::EPOCH, epoch.to_string()),
-                (f::STATE, state_text.clone()),
-                (f::SEEN, now.to_string()),
-                (f::JOINED, now.to_string()),
-                (f::NODE, ctx.node_id.clone()),
-            ],
-        ))
-        .op(db::pexpire(&conn_key, lookback))
-        .op(db::sadd(&room_key, &conn_id))
-        .op(db::pexpire(&room_key, lookback))
-        .op(db::zadd(
-            &keys::expiry_key(keys::bucket(digest)),
-            &conn_id,
-            score(now),
-        ))
-        .op(db::sadd(
-            &keys::node_key(keys::bucket(digest), &ctx.node_id),
-            &conn_id,
-        ))
-        .op(Op::Smembers(room_key))
-        .build();
-    let replies = match db::applied(db::execute_one(create)?) {
-        Ok(replies) => replies,
-        Err(0) => {
+    let mut create = BatchBuilder::new();
+    let id_free = create.guard(db::absent(&conn_key));
+    create.guard(db::size_below(&room_key, ctx.settings.max_room_members));
+    create.op(db::hset(
+        &conn_key,
+        vec![
+            (f::ROOM, request.room_id.clone()),
+            (f::USER, request.user_id.clone()),
+            (f::EPOCH, epoch.to_string()),
+            (f::STATE, state_text.clone()),
+            (f::SEEN, now.to_string()),
+            (f::JOINED, now.to_string()),
+            (f::NODE, ctx.node_id.clone()),
+        ],
+    ));
+    create.op(db::pexpire(&conn_key, lookback));
+    create.op(db::sadd(&room_key, &conn_id));
+    create.op(db::pexpire(&room_key, lookback));
+    create.op(db::zadd(
+        &keys::expiry_key(keys::bucket(digest)),
+        &conn_id,
+        score(now),
+    ));
+    create.op(db::sadd(
+        &keys::node_key(keys::bucket(digest), &ctx.node_id),
+        &conn_id,
+    ));
+    let listed = create.read(db::smembers(&room_key));
+    let members = match db::execute_one(create.build())? {
+        Outcome::Applied(mut replies) => replies.take(listed)?,
+        Outcome::Refused(guard) if guard == id_free => {
             return Err(fail::internal(format!(
                 "connection id {conn_id} is taken; join again"
             )));
         }
-        Err(_) => {
+        Outcome::Refused(_) => {
             return Err(fail::failure(
                 ErrorCode::Forbidden,
                 format!(
@@ -111,11 +110,6 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             ));
         }
     };
-    let mut replies = Replies::new(replies);
-    for _ in 0..6 {
-        replies.skip()?;
-    }
-    let members = replies.members()?;
 
     crate::host::publish(&Event::Presence(PresenceEvent {
         change: PresenceChange::Join,
@@ -139,12 +133,9 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
 pub fn snapshot(ctx: &CallContext, room_id: &str) -> Result<Vec<Conn>, Failure> {
     fail::check_id(room_id, "roomId", ErrorCode::InvalidPayload)?;
     let digest = keys::digest(room_id);
-    let list = BatchBuilder::new()
-        .op(Op::Smembers(keys::room_key(digest)))
-        .build();
-    let replies = db::applied(db::execute_one(list)?)
-        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
-    let members = Replies::new(replies).members()?;
+    let mut list = BatchBuilder::new();
+    let listed = list.read(db::smembers(&keys::room_key(digest)));
+    let members = db::execute_read(list.build())?.take(listed)?;
     read_members(ctx, digest, room_id, &members)
 }
 
@@ -158,21 +149,20 @@ fn read_members(
     if members.is_empty() {
         return Ok(Vec::new());
     }
-    let read = members
+    let mut read = BatchBuilder::new();
+    let slots: Vec<_> = members
         .iter()
-        .fold(BatchBuilder::new(), |batch, conn_id| {
-            batch.op(db::hmget(
+        .map(|conn_id| {
+            read.read(db::hmget(
                 &keys::conn_key(digest, conn_id),
                 &SNAPSHOT_FIELDS,
             ))
         })
-        .build();
-    let replies = db::applied(db::execute_one(read)?)
-        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
-    let mut replies = Replies::new(replies);
+        .collect();
+    let mut replies = db::execute_read(read.build())?;
     let mut live = Vec::with_capacity(members.len());
-    for conn_id in members {
-        let fields = replies.texts()?;
+    for (conn_id, slot) in members.iter().zip(slots) {
+        let fields = replies.take(slot)?;
         if let Some(conn) = snapshot_entry(ctx, room_id, conn_id, fields) {
             live.push(conn);
         }
@@ -242,12 +232,15 @@ fn validate_heartbeat(request: HeartbeatRequest, settings: &Settings) -> Result<
     })
 }
 
-/// Guard indices of the refresh batch.
-const GUARD_EXISTS: u32 = 0;
-const GUARD_LIVE: u32 = 1;
+/// The handles to read a refresh batch's outcome through.
+struct Refresh {
+    exists: GuardId,
+    live: GuardId,
+    fields: Slot<Vec<Option<String>>>,
+}
 
 /// The refresh batch: fence, refresh the TTL, and read what the ack (and a patch) needs.
-fn refresh_batch(ctx: &CallContext, beat: &Beat) -> Batch {
+fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
     let conn_key = beat.conn_key();
     let room_key = keys::room_key(beat.digest);
     let now = ctx.now;
@@ -260,26 +253,33 @@ fn refresh_batch(ctx: &CallContext, beat: &Beat) -> Batch {
     } else {
         &[f::EPOCH]
     };
-    BatchBuilder::new()
-        .guard(db::exists(&conn_key))
-        .guard(db::field_at_least(
-            &conn_key,
-            f::SEEN,
-            live_bound(now, ctx.settings.ttl_ms),
-        ))
-        .guard_if(beat.epoch.is_some(), || {
-            db::field_at_most(&conn_key, f::EPOCH, score(beat.epoch.unwrap_or(0)))
-        })
-        .op(db::hset(&conn_key, fields))
-        .op(db::pexpire(&conn_key, ctx.settings.lookback_ms))
-        .op(db::pexpire(&room_key, ctx.settings.lookback_ms))
-        .op(db::zadd(
-            &keys::expiry_key(keys::bucket(beat.digest)),
-            &beat.conn_id,
-            score(now),
-        ))
-        .op(db::hmget(&conn_key, reads))
-        .build()
+    let mut batch = BatchBuilder::new();
+    let exists = batch.guard(db::exists(&conn_key));
+    let live = batch.guard(db::field_at_least(
+        &conn_key,
+        f::SEEN,
+        live_bound(now, ctx.settings.ttl_ms),
+    ));
+    if let Some(epoch) = beat.epoch {
+        batch.guard(db::field_at_most(&conn_key, f::EPOCH, score(epoch)));
+    }
+    batch.op(db::hset(&conn_key, fields));
+    batch.op(db::pexpire(&conn_key, ctx.settings.lookback_ms));
+    batch.op(db::pexpire(&room_key, ctx.settings.lookback_ms));
+    batch.op(db::zadd(
+        &keys::expiry_key(keys::bucket(beat.digest)),
+        &beat.conn_id,
+        score(now),
+    ));
+    let fields = batch.read(db::hmget(&conn_key, reads));
+    (
+        batch.build(),
+        Refresh {
+            exists,
+            live,
+            fields,
+        },
+    )
 }
 
 /// The STALE_EPOCH failure for a beat.
@@ -308,17 +308,15 @@ enum Refreshed {
     Patch(Current),
 }
 
-fn read_refresh(beat: &Beat, outcome: BatchOutcome) -> Result<Refreshed, Failure> {
-    let replies = match db::applied(outcome) {
-        Ok(replies) => replies,
-        Err(GUARD_EXISTS | GUARD_LIVE) => return Err(fail::unknown_connection(&beat.conn_id)),
-        Err(_) => return Err(stale(beat)),
+fn read_refresh(beat: &Beat, refresh: &Refresh, outcome: Outcome) -> Result<Refreshed, Failure> {
+    let mut replies = match outcome {
+        Outcome::Applied(replies) => replies,
+        Outcome::Refused(guard) if guard == refresh.exists || guard == refresh.live => {
+            return Err(fail::unknown_connection(&beat.conn_id));
+        }
+        Outcome::Refused(_) => return Err(stale(beat)),
     };
-    let mut replies = Replies::new(replies);
-    for _ in 0..4 {
-        replies.skip()?;
-    }
-    let mut fields = replies.texts()?.into_iter();
+    let mut fields = replies.take(refresh.fields)?.into_iter();
     let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
     if beat.patch.is_none() {
         return Ok(Refreshed::Done(HeartbeatOk {
@@ -359,19 +357,17 @@ pub fn patched_state(
     Ok(Some(text))
 }
 
-/// Guard index of the compare-and-set batch that fences the epoch.
-const CAS_GUARD_EPOCH: u32 = 1;
-
-/// The compare-and-set that writes a patched state if nobody changed it meanwhile.
-fn cas_batch(beat: &Beat, current: &Current, next: &str) -> Batch {
+/// The compare-and-set that writes a patched state if nobody changed it meanwhile, and the
+/// guard that fences the epoch (its refusal is `STALE_EPOCH`, not a lost race).
+fn cas_batch(beat: &Beat, current: &Current, next: &str) -> (Batch, Option<GuardId>) {
     let conn_key = beat.conn_key();
-    BatchBuilder::new()
-        .guard(db::field_is(&conn_key, f::STATE, current.state.as_deref()))
-        .guard_if(beat.epoch.is_some(), || {
-            db::field_at_most(&conn_key, f::EPOCH, score(beat.epoch.unwrap_or(0)))
-        })
-        .op(db::hset(&conn_key, vec![(f::STATE, next.to_owned())]))
-        .build()
+    let mut batch = BatchBuilder::new();
+    batch.guard(db::field_is(&conn_key, f::STATE, current.state.as_deref()));
+    let fence = beat
+        .epoch
+        .map(|epoch| batch.guard(db::field_at_most(&conn_key, f::EPOCH, score(epoch))));
+    batch.op(db::hset(&conn_key, vec![(f::STATE, next.to_owned())]));
+    (batch.build(), fence)
 }
 
 /// Heartbeats, each independent: validation and store failures are per request.
@@ -391,11 +387,11 @@ pub fn heartbeat(
         }
     }
 
-    let refreshes: Vec<Batch> = beats
+    let (batches, refreshes): (Vec<Batch>, Vec<Refresh>) = beats
         .iter()
         .map(|(_, beat)| refresh_batch(ctx, beat))
-        .collect();
-    match db::execute(&refreshes) {
+        .unzip();
+    match db::execute(&batches) {
         Err(failure) => {
             for (index, _) in &beats {
                 results[*index] = Some(Err(failure.clone()));
@@ -405,8 +401,10 @@ pub fn heartbeat(
             // Patches that change the state get one batched compare-and-set; the rare
             // losers of a race retry on their own.
             let mut patches = Vec::new();
-            for ((index, beat), outcome) in beats.into_iter().zip(outcomes) {
-                match read_refresh(&beat, outcome) {
+            for (((index, beat), refresh), outcome) in
+                beats.into_iter().zip(&refreshes).zip(outcomes)
+            {
+                match read_refresh(&beat, refresh, outcome) {
                     Ok(Refreshed::Done(ok)) => results[index] = Some(Ok(ok)),
                     Ok(Refreshed::Patch(current)) => patches.push((index, beat, current)),
                     Err(failure) => results[index] = Some(Err(failure)),
@@ -446,10 +444,10 @@ fn apply_patches(
             Err(failure) => done.push((index, Err(failure))),
         }
     }
-    let batches: Vec<Batch> = writes
+    let (batches, fences): (Vec<Batch>, Vec<Option<GuardId>>) = writes
         .iter()
         .map(|(_, beat, current, next)| cas_batch(beat, current, next))
-        .collect();
+        .unzip();
     match db::execute(&batches) {
         Err(failure) => done.extend(
             writes
@@ -457,11 +455,13 @@ fn apply_patches(
                 .map(|(index, ..)| (index, Err(failure.clone()))),
         ),
         Ok(outcomes) => {
-            for ((index, beat, current, next), outcome) in writes.into_iter().zip(outcomes) {
-                let result = match db::applied(outcome) {
-                    Ok(_) => Ok(announce_update(ctx, &beat, &current, next)),
-                    Err(CAS_GUARD_EPOCH) => Err(stale(&beat)),
-                    Err(_) => retry_patch(ctx, &beat),
+            for (((index, beat, current, next), fence), outcome) in
+                writes.into_iter().zip(fences).zip(outcomes)
+            {
+                let result = match outcome {
+                    Outcome::Applied(_) => Ok(announce_update(ctx, &beat, &current, next)),
+                    Outcome::Refused(guard) if Some(guard) == fence => Err(stale(&beat)),
+                    Outcome::Refused(_) => retry_patch(ctx, &beat),
                 };
                 done.push((index, result));
             }
@@ -477,15 +477,12 @@ fn retry_patch(ctx: &CallContext, beat: &Beat) -> Result<HeartbeatOk, Failure> {
     };
     let conn_key = beat.conn_key();
     for _ in 1..PATCH_ATTEMPTS {
-        let read = BatchBuilder::new()
-            .op(db::hmget(
-                &conn_key,
-                &[f::EPOCH, f::STATE, f::ROOM, f::USER],
-            ))
-            .build();
-        let replies = db::applied(db::execute_one(read)?)
-            .map_err(|_| fail::internal("an unguarded batch was refused"))?;
-        let mut fields = Replies::new(replies).texts()?.into_iter();
+        let mut read = BatchBuilder::new();
+        let slot = read.read(db::hmget(
+            &conn_key,
+            &[f::EPOCH, f::STATE, f::ROOM, f::USER],
+        ));
+        let mut fields = db::execute_read(read.build())?.take(slot)?.into_iter();
         let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
         let state = fields.next().flatten();
         let (Some(room_id), Some(user_id)) = (fields.next().flatten(), fields.next().flatten())
@@ -507,10 +504,11 @@ fn retry_patch(ctx: &CallContext, beat: &Beat) -> Result<HeartbeatOk, Failure> {
                 epoch,
             });
         };
-        match db::applied(db::execute_one(cas_batch(beat, &current, &next))?) {
-            Ok(_) => return Ok(announce_update(ctx, beat, &current, next)),
-            Err(CAS_GUARD_EPOCH) => return Err(stale(beat)),
-            Err(_) => {}
+        let (cas, fence) = cas_batch(beat, &current, &next);
+        match db::execute_one(cas)? {
+            Outcome::Applied(_) => return Ok(announce_update(ctx, beat, &current, next)),
+            Outcome::Refused(guard) if Some(guard) == fence => return Err(stale(beat)),
+            Outcome::Refused(_) => {}
         }
     }
     Err(fail::failure(
@@ -556,41 +554,50 @@ pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     let digest =
         keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
     let conn_key = keys::conn_key(digest, conn_id);
-    let read = BatchBuilder::new()
-        .op(db::hmget(&conn_key, &[f::NODE]))
-        .build();
-    let replies = db::applied(db::execute_one(read)?)
-        .map_err(|_| fail::internal("an unguarded batch was refused"))?;
-    let node = Replies::new(replies)
-        .texts()?
-        .into_iter()
-        .next()
-        .flatten()
+    let mut read = BatchBuilder::new();
+    let slot = read.read(db::hget(&conn_key, f::NODE));
+    let node = db::execute_read(read.build())?
+        .take(slot)?
         .ok_or_else(|| fail::unknown_connection(conn_id))?;
     // The node never changes, so this guard fails only if the connection went meanwhile.
     let guard = db::field_is(&conn_key, f::NODE, Some(&node));
-    let outcome = db::execute_one(removal_batch(digest, conn_id, Some(&node), vec![guard]))?;
-    let replies = db::applied(outcome).map_err(|_| fail::unknown_connection(conn_id))?;
-    announce_leave(ctx, conn_id, replies)?.ok_or_else(|| fail::unknown_connection(conn_id))
+    let (batch, removal) = removal_batch(digest, conn_id, Some(&node), vec![guard]);
+    match db::execute_one(batch)? {
+        Outcome::Applied(replies) => announce_leave(ctx, conn_id, &removal, replies)?
+            .ok_or_else(|| fail::unknown_connection(conn_id)),
+        Outcome::Refused(_) => Err(fail::unknown_connection(conn_id)),
+    }
+}
+
+/// The handle to what a removal batch read before removing: the connection's room, user
+/// and epoch.
+pub struct Removal {
+    record: Slot<Vec<Option<String>>>,
 }
 
 /// The batch that removes a connection everywhere (its record, its room's set, its
 /// bucket's expiry index, and the set of `node`, the node that created it, when known) if
 /// `guards` hold, reading first what its `leave` needs. Shared by leave and the reaper.
-pub fn removal_batch(digest: u64, conn_id: &str, node: Option<&str>, guards: Vec<Guard>) -> Batch {
+pub fn removal_batch(
+    digest: u64,
+    conn_id: &str,
+    node: Option<&str>,
+    guards: Vec<Guard>,
+) -> (Batch, Removal) {
     let conn_key = keys::conn_key(digest, conn_id);
     let bucket = keys::bucket(digest);
-    guards
-        .into_iter()
-        .fold(BatchBuilder::new(), BatchBuilder::guard)
-        .op(db::hmget(&conn_key, &[f::ROOM, f::USER, f::EPOCH]))
-        .op(Op::Del(conn_key))
-        .op(db::srem(&keys::room_key(digest), conn_id))
-        .op(db::zrem(&keys::expiry_key(bucket), conn_id))
-        .op_if(node.is_some(), || {
-            db::srem(&keys::node_key(bucket, node.unwrap_or_default()), conn_id)
-        })
-        .build()
+    let mut batch = BatchBuilder::new();
+    for guard in guards {
+        batch.guard(guard);
+    }
+    let record = batch.read(db::hmget(&conn_key, &[f::ROOM, f::USER, f::EPOCH]));
+    batch.op(db::del(&conn_key));
+    batch.op(db::srem(&keys::room_key(digest), conn_id));
+    batch.op(db::zrem(&keys::expiry_key(bucket), conn_id));
+    if let Some(node) = node {
+        batch.op(db::srem(&keys::node_key(bucket, node), conn_id));
+    }
+    (batch.build(), Removal { record })
 }
 
 /// Publishes the `leave` of an applied [`removal_batch`]; none when the record was already
@@ -598,9 +605,10 @@ pub fn removal_batch(digest: u64, conn_id: &str, node: Option<&str>, guards: Vec
 pub fn announce_leave(
     ctx: &CallContext,
     conn_id: &str,
-    replies: Vec<crate::bindings::roster::hub::store::Reply>,
+    removal: &Removal,
+    mut replies: Applied,
 ) -> Result<Option<Left>, Failure> {
-    let mut fields = Replies::new(replies).texts()?.into_iter();
+    let mut fields = replies.take(removal.record)?.into_iter();
     let (Some(room_id), Some(user_id)) = (fields.next().flatten(), fields.next().flatten()) else {
         return Ok(None);
     };

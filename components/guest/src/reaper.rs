@@ -12,8 +12,8 @@
 //! is still in the index with a stale score; an orphan only while its record still names
 //! the dead node; a dead node's lease only while it is still expired.
 
-use crate::bindings::roster::hub::store::{Batch, Op};
-use crate::db::{self, BatchBuilder, Replies, score};
+use crate::bindings::roster::hub::store::Batch;
+use crate::db::{self, BatchBuilder, Outcome, Read, Slot, score};
 use crate::fail;
 use crate::keys::{self, conn as f};
 use crate::presence;
@@ -44,20 +44,24 @@ struct Doomed {
 /// Renews this node's lease.
 pub fn renew_lease(ctx: &CallContext) -> Result<(), Failure> {
     let expires = ctx.now.saturating_add(ctx.settings.node_lease_ms);
-    let batch = BatchBuilder::new()
-        .op(db::zadd(&keys::leases_key(), &ctx.node_id, score(expires)))
-        .build();
-    db::applied(db::execute_one(batch)?)
-        .map(drop)
-        .map_err(|_| fail::internal("an unguarded batch was refused"))
+    let mut batch = BatchBuilder::new();
+    batch.op(db::zadd(&keys::leases_key(), &ctx.node_id, score(expires)));
+    db::execute_read(batch.build()).map(drop)
 }
 
-fn members(
-    outcome: crate::bindings::roster::hub::store::BatchOutcome,
-) -> Result<Vec<String>, Failure> {
-    let replies =
-        db::applied(outcome).map_err(|_| fail::internal("an unguarded read was refused"))?;
-    Replies::new(replies).members()
+/// A batch of one read, and the slot of its reply.
+fn single<T: db::ReplyKind>(read: Read<T>) -> (Batch, Slot<T>) {
+    let mut batch = BatchBuilder::new();
+    let slot = batch.read(read);
+    (batch.build(), slot)
+}
+
+/// The reply of a [`single`] read.
+fn reply<T: db::ReplyKind>(outcome: Option<Outcome>, slot: Slot<T>) -> Result<T, Failure> {
+    outcome
+        .ok_or_else(|| fail::internal("a read went missing"))?
+        .unguarded()?
+        .take(slot)
 }
 
 /// One reaper tick.
@@ -67,51 +71,44 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
 
     // 1. Scan the expiry indexes and the lease registry.
     let mut scans: Vec<Batch> = Vec::new();
+    let mut scan_slots = Vec::new();
     if let Some(cutoff) = cutoff {
-        scans.extend((0..keys::BUCKETS).map(|bucket| {
-            BatchBuilder::new()
-                .op(db::zrange_by_score(
-                    &keys::expiry_key(bucket),
-                    i64::MIN,
-                    score(cutoff),
-                    SCAN_LIMIT,
-                ))
-                .build()
-        }));
+        for bucket in 0..keys::BUCKETS {
+            let (batch, slot) = single(db::zrange_by_score(
+                &keys::expiry_key(bucket),
+                i64::MIN,
+                score(cutoff),
+                SCAN_LIMIT,
+            ));
+            scans.push(batch);
+            scan_slots.push(slot);
+        }
     }
-    if options.reap_dead_nodes {
+    let lease_scan = options.reap_dead_nodes.then(|| {
         let expired = score(ctx.now.saturating_sub(1));
-        scans.push(
-            BatchBuilder::new()
-                .op(db::zrange_by_score(
-                    &leases,
-                    i64::MIN,
-                    expired,
-                    DEAD_NODES_PER_TICK + 1,
-                ))
-                .build(),
-        );
-    }
+        let (batch, slot) = single(db::zrange_by_score(
+            &leases,
+            i64::MIN,
+            expired,
+            DEAD_NODES_PER_TICK + 1,
+        ));
+        scans.push(batch);
+        slot
+    });
     let mut outcomes = db::execute(&scans)?.into_iter();
     let mut more = false;
     let mut doomed = Vec::new();
-    if cutoff.is_some() {
-        for bucket in 0..keys::BUCKETS {
-            let stale = members(
-                outcomes
-                    .next()
-                    .ok_or_else(|| fail::internal("a scan went missing"))?,
-            )?;
-            more |= stale.len() >= SCAN_LIMIT as usize;
-            doomed.extend(stale.into_iter().map(|conn_id| Doomed {
-                bucket,
-                conn_id,
-                dead_node: None,
-            }));
-        }
+    for (bucket, slot) in (0..keys::BUCKETS).zip(scan_slots) {
+        let stale = reply(outcomes.next(), slot)?;
+        more |= stale.len() >= SCAN_LIMIT as usize;
+        doomed.extend(stale.into_iter().map(|conn_id| Doomed {
+            bucket,
+            conn_id,
+            dead_node: None,
+        }));
     }
-    let mut dead: Vec<String> = match outcomes.next() {
-        Some(outcome) => members(outcome)?,
+    let mut dead: Vec<String> = match lease_scan {
+        Some(slot) => reply(outcomes.next(), slot)?,
         None => Vec::new(),
     };
     dead.retain(|node| *node != ctx.node_id);
@@ -126,42 +123,37 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
     }
 
     // 2. Who created each stale connection; what each dead node left behind.
-    let mut reads: Vec<Batch> = doomed
-        .iter()
-        .map(|d| {
-            let digest = keys::conn_room_digest(&d.conn_id).unwrap_or_default();
-            BatchBuilder::new()
-                .op(db::hmget(&keys::conn_key(digest, &d.conn_id), &[f::NODE]))
-                .build()
-        })
-        .collect();
+    let mut reads: Vec<Batch> = Vec::new();
+    let mut node_slots = Vec::with_capacity(doomed.len());
+    for d in &doomed {
+        let digest = keys::conn_room_digest(&d.conn_id).unwrap_or_default();
+        let (batch, slot) = single(db::hget(&keys::conn_key(digest, &d.conn_id), f::NODE));
+        reads.push(batch);
+        node_slots.push(slot);
+    }
+    let mut set_slots = Vec::with_capacity(dead.len() * usize::from(keys::BUCKETS));
     for node in &dead {
-        reads.extend((0..keys::BUCKETS).map(|bucket| {
-            BatchBuilder::new()
-                .op(Op::Smembers(keys::node_key(bucket, node)))
-                .build()
-        }));
+        for bucket in 0..keys::BUCKETS {
+            let (batch, slot) = single(db::smembers(&keys::node_key(bucket, node)));
+            reads.push(batch);
+            set_slots.push(slot);
+        }
     }
     let mut outcomes = db::execute(&reads)?.into_iter();
     let mut creators: Vec<Option<String>> = Vec::with_capacity(doomed.len());
-    for _ in 0..doomed.len() {
-        let outcome = outcomes
-            .next()
-            .ok_or_else(|| fail::internal("a read went missing"))?;
-        let replies =
-            db::applied(outcome).map_err(|_| fail::internal("an unguarded read was refused"))?;
-        creators.push(Replies::new(replies).texts()?.into_iter().next().flatten());
+    for slot in node_slots {
+        creators.push(reply(outcomes.next(), slot)?);
     }
+    let mut set_slots = set_slots.into_iter();
     let mut finished = Vec::new();
     let mut orphans = 0usize;
     for node in &dead {
         let mut left = 0usize;
         for bucket in 0..keys::BUCKETS {
-            let conns = members(
-                outcomes
-                    .next()
-                    .ok_or_else(|| fail::internal("a read went missing"))?,
-            )?;
+            let slot = set_slots
+                .next()
+                .ok_or_else(|| fail::internal("a read went missing"))?;
+            let conns = reply(outcomes.next(), slot)?;
             left += conns.len();
             for conn_id in conns {
                 if orphans >= ORPHANS_PER_TICK {
@@ -188,11 +180,12 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
     for (d, creator) in doomed.iter().zip(&creators) {
         let Some(digest) = keys::conn_room_digest(&d.conn_id) else {
             // Not one of our ids: drop it from where it was found.
-            let index = match &d.dead_node {
+            let mut batch = BatchBuilder::new();
+            batch.op(match &d.dead_node {
                 None => db::zrem(&keys::expiry_key(d.bucket), &d.conn_id),
                 Some(node) => db::srem(&keys::node_key(d.bucket, node), &d.conn_id),
-            };
-            removals.push(BatchBuilder::new().op(index).build());
+            });
+            removals.push(batch.build());
             removal_of.push(None);
             continue;
         };
@@ -209,46 +202,37 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
         if let Some(creator) = creator {
             guards.push(db::field_is(&conn_key, f::NODE, Some(creator)));
         }
-        removals.push(presence::removal_batch(
-            digest,
-            &d.conn_id,
-            creator.as_deref(),
-            guards,
-        ));
-        removal_of.push(Some(removals.len() - 1));
+        let (batch, removal) =
+            presence::removal_batch(digest, &d.conn_id, creator.as_deref(), guards);
+        removals.push(batch);
+        removal_of.push(Some((removals.len() - 1, removal)));
         if let Some(node) = &d.dead_node {
             // Whatever became of the connection, it no longer belongs in the dead node's set.
-            removals.push(
-                BatchBuilder::new()
-                    .op(db::srem(&keys::node_key(d.bucket, node), &d.conn_id))
-                    .build(),
-            );
+            let mut batch = BatchBuilder::new();
+            batch.op(db::srem(&keys::node_key(d.bucket, node), &d.conn_id));
+            removals.push(batch.build());
         }
     }
     let expired = score(ctx.now.saturating_sub(1));
     for node in &finished {
-        removals.push(
-            BatchBuilder::new()
-                .guard(db::score_at_most(&leases, node, expired))
-                .op(db::zrem(&leases, node))
-                .build(),
-        );
+        let mut batch = BatchBuilder::new();
+        batch.guard(db::score_at_most(&leases, node, expired));
+        batch.op(db::zrem(&leases, node));
+        removals.push(batch.build());
     }
-    let mut outcomes: Vec<Option<_>> = db::execute(&removals)?.into_iter().map(Some).collect();
+    let mut outcomes: Vec<Option<Outcome>> =
+        db::execute(&removals)?.into_iter().map(Some).collect();
     let mut reaped = 0u32;
     let mut orphaned = 0u32;
-    for (d, index) in doomed.iter().zip(removal_of) {
-        let Some(outcome) = index
-            .and_then(|i| outcomes.get_mut(i))
-            .and_then(Option::take)
-        else {
+    for (d, removal) in doomed.iter().zip(removal_of) {
+        let Some((index, removal)) = removal else {
             continue;
         };
         // Refused: another node removed it first, or it heart-beat since the scan.
-        let Ok(replies) = db::applied(outcome) else {
+        let Some(Outcome::Applied(replies)) = outcomes.get_mut(index).and_then(Option::take) else {
             continue;
         };
-        if presence::announce_leave(ctx, &d.conn_id, replies)?.is_some() {
+        if presence::announce_leave(ctx, &d.conn_id, &removal, replies)?.is_some() {
             if d.dead_node.is_some() {
                 orphaned = orphaned.saturating_add(1);
             } else {
