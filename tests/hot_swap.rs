@@ -177,6 +177,9 @@ async fn loops_and_hoarding_are_stopped_and_rolled_back() {
     let (host, admin) = admin_host(|c| {
         c.presence_deadline_ms = Some(200);
         c.presence_memory_mib = Some(16);
+        // Limits that fit the small cap (the host refuses to start otherwise).
+        c.max_snapshot_bytes = 1024 * 1024;
+        c.heartbeat_batch = 16;
         c.swap_guard_min_calls = 3;
     })
     .await;

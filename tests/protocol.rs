@@ -57,7 +57,11 @@ async fn room_members_see_join_update_leave() {
     let leave = ada.next_event().await;
     assert_eq!(leave["type"], "leave");
     assert_eq!(leave["connId"], json!(bob_conn));
-    assert_eq!(leave["state"], json!(null));
+    assert_eq!(
+        leave["state"],
+        json!({"cursor": {"x": 3}}),
+        "a leave carries the last state"
+    );
     assert_eq!(leave["epoch"], json!(bob_epoch));
 
     let conns = host.http().members("lobby").await;
@@ -377,7 +381,8 @@ async fn shutdown_leaves_and_closes_sockets() {
             other => panic!("expected a 1001 close, got {other:?}"),
         }
     }
-    assert_eq!(hub.snapshot("lobby").await.unwrap(), Vec::new());
+    let occupancy = hub.count("lobby").await.unwrap();
+    assert_eq!((occupancy.connections, occupancy.users), (0, 0));
     assert_eq!(hub.socket_count(), 0);
 }
 

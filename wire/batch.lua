@@ -4,14 +4,16 @@
 --
 -- ARGV: "1", guard count, op count, then each guard, then each op, as flat fields:
 --   guards: E k | A k | V k has v | F k field has v | LE k field n | GE k field n
---           | S k limit | Z k member n
+--           | S k limit | Z k member n | ZB k member n
 --   ops:    get k | set k v ttl | del k | pexpire k ttl | hget k f | hmget k n f...
 --           | hgetall k | hset k n (f v)... | hdel k n f... | sadd k n m... | srem k n m...
 --           | smembers k | scard k | zadd k n (score m)... | zrem k n m...
---           | zrange k min max limit
+--           | zrange k min max limit | zscore k m | zincrby k m delta
+--           | zremrange k min max | zcard k | hstrlen k f
 -- where k is an index into KEYS, `has` is "1" when a value follows the check ("0": the
 -- key or field must be absent; the value field is then empty), ttl "" means none, and
--- min/max are integers or -inf/+inf.
+-- min/max are integers or -inf/+inf. Z holds when the member's score is at most n; ZB
+-- when the member is absent or its score is below n.
 --
 -- Reply (flat, so every client can read it):
 --   {"R", i}          guard i (0-based) failed; nothing was applied
@@ -42,14 +44,15 @@ for i = 1, guard_count do
   elseif g.kind == "F" then g.field = take(); g.has = take() == "1"; g.value = take()
   elseif g.kind == "LE" or g.kind == "GE" then g.field = take(); g.bound = tonumber(take())
   elseif g.kind == "S" then g.limit = tonumber(take())
-  elseif g.kind == "Z" then g.member = take(); g.bound = tonumber(take())
+  elseif g.kind == "Z" or g.kind == "ZB" then g.member = take(); g.bound = tonumber(take())
   end
   guards[i] = g
 end
 local known = {
   get = true, set = true, del = true, pexpire = true, hget = true, hmget = true, hgetall = true,
   hset = true, hdel = true, sadd = true, srem = true, smembers = true, scard = true,
-  zadd = true, zrem = true, zrange = true,
+  zadd = true, zrem = true, zrange = true, zscore = true, zincrby = true, zremrange = true,
+  zcard = true, hstrlen = true,
 }
 local ops = {}
 for i = 1, op_count do
@@ -58,7 +61,10 @@ for i = 1, op_count do
   if not known[k] then return {"E", "unknown op " .. tostring(k)} end
   if k == "set" then o.value = take(); o.ttl = take()
   elseif k == "pexpire" then o.ttl = take()
-  elseif k == "hget" then o.field = take()
+  elseif k == "hget" or k == "hstrlen" then o.field = take()
+  elseif k == "zscore" then o.member = take()
+  elseif k == "zincrby" then o.member = take(); o.delta = take()
+  elseif k == "zremrange" then o.min = take(); o.max = take()
   elseif k == "hmget" or k == "hdel" or k == "sadd" or k == "srem" or k == "zrem" then
     local n = tonumber(take())
     o.items = {}
@@ -81,10 +87,11 @@ end
 local needs = {
   get = "string", hget = "hash", hmget = "hash", hgetall = "hash", hset = "hash", hdel = "hash",
   sadd = "set", srem = "set", smembers = "set", scard = "set",
-  zadd = "zset", zrem = "zset", zrange = "zset",
+  zadd = "zset", zrem = "zset", zrange = "zset", zscore = "zset", zincrby = "zset",
+  zremrange = "zset", zcard = "zset", hstrlen = "hash",
 }
-local creates = {set = "string", hset = "hash", sadd = "set", zadd = "zset"}
-local guard_needs = {V = "string", F = "hash", LE = "hash", GE = "hash", Z = "zset"}
+local creates = {set = "string", hset = "hash", sadd = "set", zadd = "zset", zincrby = "zset"}
+local guard_needs = {V = "string", F = "hash", LE = "hash", GE = "hash", Z = "zset", ZB = "zset"}
 for _, g in ipairs(guards) do
   local want, have = guard_needs[g.kind], type_of(g.key)
   if want and have ~= "none" and have ~= want then
@@ -125,6 +132,9 @@ for i, g in ipairs(guards) do
   elseif k == "Z" then
     local s = tonumber(redis.call("ZSCORE", g.key, g.member) or "")
     ok = s ~= nil and s <= g.bound
+  elseif k == "ZB" then
+    local s = tonumber(redis.call("ZSCORE", g.key, g.member) or "")
+    ok = s == nil or s < g.bound
   end
   if not ok then return {"R", i - 1} end
 end
@@ -177,6 +187,13 @@ for _, o in ipairs(ops) do
     local members = redis.call("ZRANGEBYSCORE", o.key, o.min, o.max, "LIMIT", 0, o.limit)
     push("M", #members)
     for j = 1, #members do push(members[j]) end
+  elseif k == "zscore" then
+    local s = redis.call("ZSCORE", o.key, o.member)
+    if s then push("I", tonumber(s)) else push("N") end
+  elseif k == "zincrby" then push("I", tonumber(redis.call("ZINCRBY", o.key, o.delta, o.member)))
+  elseif k == "zremrange" then push("I", redis.call("ZREMRANGEBYSCORE", o.key, o.min, o.max))
+  elseif k == "zcard" then push("I", redis.call("ZCARD", o.key))
+  elseif k == "hstrlen" then push("I", redis.call("HSTRLEN", o.key, o.field))
   end
 end
 return out

@@ -35,22 +35,30 @@ pub fn guard_key(guard: &Guard) -> &str {
         Guard::FieldIs(g) => &g.key,
         Guard::FieldAtMost(g) | Guard::FieldAtLeast(g) => &g.key,
         Guard::SizeBelow(g) => &g.key,
-        Guard::ScoreAtMost(g) => &g.key,
+        Guard::ScoreAtMost(g) | Guard::ScoreAbsentOrBelow(g) => &g.key,
     }
 }
 
 /// The key an operation touches.
 pub fn op_key(op: &Op) -> &str {
     match op {
-        Op::Get(key) | Op::Del(key) | Op::Hgetall(key) | Op::Smembers(key) | Op::Scard(key) => key,
+        Op::Get(key)
+        | Op::Del(key)
+        | Op::Hgetall(key)
+        | Op::Smembers(key)
+        | Op::Scard(key)
+        | Op::Zcard(key) => key,
         Op::Set(o) => &o.key,
         Op::Pexpire(o) => &o.key,
-        Op::Hget(o) => &o.key,
+        Op::Hget(o) | Op::Hstrlen(o) => &o.key,
         Op::Hmget(o) | Op::Hdel(o) => &o.key,
         Op::Hset(o) => &o.key,
         Op::Sadd(o) | Op::Srem(o) | Op::Zrem(o) => &o.key,
         Op::Zadd(o) => &o.key,
         Op::ZrangeByScore(o) => &o.key,
+        Op::Zscore(o) => &o.key,
+        Op::Zincrby(o) => &o.key,
+        Op::ZremRangeByScore(o) => &o.key,
     }
 }
 
@@ -134,6 +142,7 @@ fn plain_read(op: &Op) -> Option<Plain> {
         Op::Hgetall(k) => ("HGETALL", vec![k.clone()], PlainReply::Pairs),
         Op::Smembers(k) => ("SMEMBERS", vec![k.clone()], PlainReply::Members),
         Op::Scard(k) => ("SCARD", vec![k.clone()], PlainReply::Int),
+        Op::Zcard(k) => ("ZCARD", vec![k.clone()], PlainReply::Int),
         Op::ZrangeByScore(o) => (
             "ZRANGEBYSCORE",
             vec![
@@ -194,6 +203,7 @@ impl Encoded {
                 Guard::FieldAtLeast(_) => "GE",
                 Guard::SizeBelow(_) => "S",
                 Guard::ScoreAtMost(_) => "Z",
+                Guard::ScoreAbsentOrBelow(_) => "ZB",
             };
             encoded.args.push(kind.into());
             key(&mut encoded, guard_key(guard));
@@ -210,7 +220,7 @@ impl Encoded {
                     args.push(g.bound.to_string());
                 }
                 Guard::SizeBelow(g) => args.push(g.limit.to_string()),
-                Guard::ScoreAtMost(g) => {
+                Guard::ScoreAtMost(g) | Guard::ScoreAbsentOrBelow(g) => {
                     args.push(g.member.clone());
                     args.push(g.bound.to_string());
                 }
@@ -221,13 +231,18 @@ impl Encoded {
             key(&mut encoded, op_key(op));
             let args = &mut encoded.args;
             match op {
-                Op::Get(_) | Op::Del(_) | Op::Hgetall(_) | Op::Smembers(_) | Op::Scard(_) => {}
+                Op::Get(_)
+                | Op::Del(_)
+                | Op::Hgetall(_)
+                | Op::Smembers(_)
+                | Op::Scard(_)
+                | Op::Zcard(_) => {}
                 Op::Set(o) => {
                     args.push(o.value.clone());
                     args.push(o.ttl_ms.map(|t| t.to_string()).unwrap_or_default());
                 }
                 Op::Pexpire(o) => args.push(o.ttl_ms.to_string()),
-                Op::Hget(o) => args.push(o.field.clone()),
+                Op::Hget(o) | Op::Hstrlen(o) => args.push(o.field.clone()),
                 Op::Hmget(o) | Op::Hdel(o) => {
                     args.push(o.fields.len().to_string());
                     args.extend(o.fields.iter().cloned());
@@ -254,6 +269,15 @@ impl Encoded {
                     args.push(score_bound(o.min));
                     args.push(score_bound(o.max));
                     args.push(o.limit.to_string());
+                }
+                Op::Zscore(o) => args.push(o.member.clone()),
+                Op::Zincrby(o) => {
+                    args.push(o.member.clone());
+                    args.push(o.delta.to_string());
+                }
+                Op::ZremRangeByScore(o) => {
+                    args.push(score_bound(o.min));
+                    args.push(score_bound(o.max));
                 }
             }
         }
@@ -309,6 +333,11 @@ fn op_name(op: &Op) -> &'static str {
         Op::Zadd(_) => "zadd",
         Op::Zrem(_) => "zrem",
         Op::ZrangeByScore(_) => "zrange",
+        Op::Zscore(_) => "zscore",
+        Op::Zincrby(_) => "zincrby",
+        Op::ZremRangeByScore(_) => "zremrange",
+        Op::Zcard(_) => "zcard",
+        Op::Hstrlen(_) => "hstrlen",
     }
 }
 

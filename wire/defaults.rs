@@ -8,8 +8,15 @@ pub const DEFAULT_TTL_MS: u64 = 30_000;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
 /// The protocol's state limit.
 pub const DEFAULT_MAX_STATE_BYTES: u32 = 64 * 1024;
-/// A room large enough for a big live event; one `join` snapshot of it is a few MiB.
+/// A room large enough for a big live event; its snapshot is paged (below).
 pub const DEFAULT_MAX_ROOM_MEMBERS: u32 = 10_000;
+/// Connections in one snapshot page, a join's included: every room of up to a thousand
+/// members is listed whole, as clients of the Socket.IO presence server expect, and a
+/// larger one's join stays as cheap as a thousand-member room's.
+pub const DEFAULT_MAX_SNAPSHOT_MEMBERS: u32 = 1_000;
+/// Bytes of member states in one snapshot page: a thousand members of 4 KiB each, and a
+/// page of 64 full-size states; a few MiB of component memory whatever the room holds.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u32 = 4 * 1024 * 1024;
 /// Channel metadata is settings and topics, not a database.
 pub const DEFAULT_MAX_METADATA_ITEMS: u32 = 256;
 /// Keeps every metadata write and `metadata:event` small.

@@ -41,7 +41,7 @@ struct PresenceEventView<'a> {
     room_id: &'a str,
     user_id: &'a str,
     conn_id: &'a str,
-    state: Option<Box<RawValue>>,
+    state: Box<RawValue>,
     ts: u64,
     epoch: u64,
 }
@@ -71,7 +71,7 @@ impl Published {
                     room_id: &event.room_id,
                     user_id: &event.user_id,
                     conn_id: &event.conn_id,
-                    state: event.state.map(raw_json),
+                    state: raw_json(event.state),
                     ts: event.ts,
                     epoch: event.epoch,
                 };

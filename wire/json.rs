@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::wit::types::{
-    self, ChannelState, Conn, ErrorCode, Failure, LockInfo, MetadataItem, TickReport,
+    self, ChannelState, Conn, ErrorCode, Failure, LockInfo, MetadataItem, Occupancy, TickReport,
 };
 
 /// The stable spelling of an error code.
@@ -101,12 +101,20 @@ pub fn invalid_code(event: &str) -> ErrorCode {
 }
 
 /// Decodes an event's `data` as `T`. A missing `data` decodes like `{}`, so the message
-/// names the first required field.
+/// names the first required field. Every payload is a JSON object: an array is refused
+/// (serde would otherwise read `["u", {}]` as a struct's fields in order).
 pub fn decode<T: DeserializeOwned>(
     data: Option<&RawValue>,
     code: ErrorCode,
 ) -> Result<T, ApiError> {
     let text = data.map_or("{}", RawValue::get);
+    let kind = json_kind(text);
+    if kind != "an object" {
+        return Err(ApiError::new(
+            code,
+            format!("data must be a JSON object, not {kind}"),
+        ));
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -123,6 +131,19 @@ pub fn decode<T: DeserializeOwned>(
         };
         ApiError::new(code, message)
     })
+}
+
+/// What kind of JSON value `text` (valid JSON) holds, for messages.
+pub fn json_kind(text: &str) -> &'static str {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(_) => "a number",
+        None => "nothing",
+    }
 }
 
 /// serde_json's messages end in " at line 1 column 12", which means nothing to a client
@@ -159,6 +180,39 @@ pub struct HeartbeatData {
     /// Merged into the state.
     #[serde(default)]
     pub patch_state: Option<Box<RawValue>>,
+}
+
+/// `presence:snapshot` data (and the query of `GET /v1/rooms/{roomId}/connections`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotData {
+    /// The room.
+    pub room_id: String,
+    /// Start after this connection id (a previous page's `cursor`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Most connections in the page.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl SnapshotData {
+    /// The WIT request.
+    pub fn into_request(self) -> types::SnapshotRequest {
+        types::SnapshotRequest {
+            room_id: self.room_id,
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+}
+
+/// `presence:count` data.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomData {
+    /// The room.
+    pub room_id: String,
 }
 
 /// `metadata:get` data, and the channel part of the others.
@@ -373,10 +427,12 @@ impl From<MetadataItem> for ItemView {
 pub enum Ack {
     /// `presence:join`.
     Joined {
-        /// The room, self included.
+        /// The room, self included (its first page when the room is large).
         snapshot: Vec<ConnView>,
         /// The new connection.
         me: SelfView,
+        /// When the snapshot is partial: where the next page starts (`presence:snapshot`).
+        cursor: Option<String>,
     },
     /// `presence:heartbeat`.
     Heartbeat {
@@ -387,8 +443,20 @@ pub enum Ack {
     Done,
     /// A reaper tick (HTTP API): what it removed.
     Tick(TickReport),
-    /// A room snapshot (HTTP API).
-    Snapshot(Vec<ConnView>),
+    /// A page of a room's snapshot.
+    Snapshot {
+        /// The connections.
+        snapshot: Vec<ConnView>,
+        /// Where the next page starts, when there is one.
+        cursor: Option<String>,
+    },
+    /// `presence:count`: a room's size.
+    Count {
+        /// The room.
+        room_id: String,
+        /// Its connections and distinct users.
+        occupancy: Occupancy,
+    },
     /// Every metadata operation: the channel after it.
     Channel {
         /// The items.
@@ -416,6 +484,15 @@ impl Ack {
                 conn_id: joined.conn_id,
                 epoch: joined.epoch,
             },
+            cursor: joined.next,
+        }
+    }
+
+    /// The ack of a snapshot page.
+    pub fn snapshot(page: types::SnapshotPage) -> Ack {
+        Ack::Snapshot {
+            snapshot: page.conns.into_iter().map(ConnView::from).collect(),
+            cursor: page.next,
         }
     }
 
@@ -443,9 +520,17 @@ impl Serialize for Ack {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("ok", &true)?;
         match self {
-            Ack::Joined { snapshot, me } => {
+            Ack::Joined {
+                snapshot,
+                me,
+                cursor,
+            } => {
                 map.serialize_entry("snapshot", snapshot)?;
                 map.serialize_entry("self", me)?;
+                if let Some(cursor) = cursor {
+                    map.serialize_entry("partial", &true)?;
+                    map.serialize_entry("cursor", cursor)?;
+                }
             }
             Ack::Heartbeat { changed } => map.serialize_entry("changed", changed)?,
             Ack::Done => {}
@@ -454,7 +539,17 @@ impl Serialize for Ack {
                 map.serialize_entry("orphans", &report.orphans)?;
                 map.serialize_entry("more", &report.more)?;
             }
-            Ack::Snapshot(snapshot) => map.serialize_entry("snapshot", snapshot)?,
+            Ack::Snapshot { snapshot, cursor } => {
+                map.serialize_entry("snapshot", snapshot)?;
+                if let Some(cursor) = cursor {
+                    map.serialize_entry("cursor", cursor)?;
+                }
+            }
+            Ack::Count { room_id, occupancy } => {
+                map.serialize_entry("roomId", room_id)?;
+                map.serialize_entry("connections", &occupancy.connections)?;
+                map.serialize_entry("users", &occupancy.users)?;
+            }
             Ack::Channel {
                 items,
                 major_revision,

@@ -100,11 +100,16 @@ fn guard_to_host(guard: &guest::Guard) -> host::Guard {
             key: g.key.clone(),
             limit: g.limit,
         }),
-        G::ScoreAtMost(g) => H::ScoreAtMost(host::ScoreGuard {
-            key: g.key.clone(),
-            member: g.member.clone(),
-            bound: g.bound,
-        }),
+        G::ScoreAtMost(g) => H::ScoreAtMost(score(g)),
+        G::ScoreAbsentOrBelow(g) => H::ScoreAbsentOrBelow(score(g)),
+    }
+}
+
+fn score(g: &guest::ScoreGuard) -> host::ScoreGuard {
+    host::ScoreGuard {
+        key: g.key.clone(),
+        member: g.member.clone(),
+        bound: g.bound,
     }
 }
 
@@ -157,6 +162,25 @@ fn op_to_host(op: &guest::Op) -> host::Op {
             max: o.max,
             limit: o.limit,
         }),
+        G::Zscore(o) => H::Zscore(host::MemberOp {
+            key: o.key.clone(),
+            member: o.member.clone(),
+        }),
+        G::Zincrby(o) => H::Zincrby(host::ZincrOp {
+            key: o.key.clone(),
+            member: o.member.clone(),
+            delta: o.delta,
+        }),
+        G::ZremRangeByScore(o) => H::ZremRangeByScore(host::ZremRangeOp {
+            key: o.key.clone(),
+            min: o.min,
+            max: o.max,
+        }),
+        G::Zcard(key) => H::Zcard(key.clone()),
+        G::Hstrlen(o) => H::Hstrlen(host::FieldOp {
+            key: o.key.clone(),
+            field: o.field.clone(),
+        }),
     }
 }
 
@@ -203,6 +227,8 @@ fn guest_context(config: &Config) -> guest_types::CallContext {
             default_lock_ttl_ms: s.default_lock_ttl_ms,
             max_lock_ttl_ms: s.max_lock_ttl_ms,
             node_lease_ms: s.node_lease_ms,
+            max_snapshot_members: s.max_snapshot_members,
+            max_snapshot_bytes: s.max_snapshot_bytes,
         },
     }
 }
@@ -250,6 +276,7 @@ fn component_side(config: &Config) -> ComponentSide {
             user_id: format!("user-{i}"),
             state: Some(patch(0)),
             nonce: fastrand::u64(..),
+            replaces: None,
         };
         let joined = tokio
             .block_on(runtime.join(&host_context(config), &request))
@@ -281,6 +308,7 @@ fn native_side(config: &Config) -> Vec<String> {
                 user_id: format!("user-{i}"),
                 state: Some(patch(0)),
                 nonce: fastrand::u64(..),
+                replaces: None,
             };
             roster_guest::presence::join(&guest_context(config), request)
                 .expect("the join is accepted")

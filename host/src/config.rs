@@ -135,6 +135,15 @@ pub struct Config {
     #[arg(long, env = "ROSTER_MAX_ROOM_MEMBERS", default_value_t = DEFAULT_MAX_ROOM_MEMBERS)]
     pub max_room_members: u32,
 
+    /// Most connections one snapshot page lists (a join's snapshot is the first page); a
+    /// larger room's join ack says its snapshot is partial.
+    #[arg(long, env = "ROSTER_MAX_SNAPSHOT_MEMBERS", default_value_t = DEFAULT_MAX_SNAPSHOT_MEMBERS)]
+    pub max_snapshot_members: u32,
+
+    /// Most bytes of member states one snapshot page carries.
+    #[arg(long, env = "ROSTER_MAX_SNAPSHOT_BYTES", default_value_t = DEFAULT_MAX_SNAPSHOT_BYTES)]
+    pub max_snapshot_bytes: u32,
+
     /// Most metadata items per channel.
     #[arg(long, env = "ROSTER_MAX_METADATA_ITEMS", default_value_t = DEFAULT_MAX_METADATA_ITEMS)]
     pub max_metadata_items: u32,
@@ -293,7 +302,37 @@ pub enum ConfigError {
     /// `REDIS_URL` cannot be used.
     #[error("REDIS_URL: {0}")]
     RedisUrl(String),
+    /// The limits let one call of a component need more memory than its cap.
+    #[error(
+        "the {slot} component may need {need_mib} MiB for one call at these limits, over its \
+         {cap_mib} MiB cap: raise ROSTER_COMPONENT_MEMORY_MIB (or the slot's own), or lower \
+         ROSTER_MAX_ROOM_MEMBERS / ROSTER_MAX_SNAPSHOT_BYTES / ROSTER_MAX_SNAPSHOT_MEMBERS / \
+         ROSTER_MAX_STATE_BYTES / ROSTER_HEARTBEAT_BATCH / ROSTER_MAX_METADATA_BYTES"
+    )]
+    MemoryCap {
+        /// The component.
+        slot: &'static str,
+        /// What one call may need.
+        need_mib: usize,
+        /// Its cap.
+        cap_mib: usize,
+    },
 }
+
+/// Linear memory a component uses whatever the call: code, stack, allocator and the
+/// runtime's own data.
+const COMPONENT_BASE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What one listed connection id costs a call, lowered, sorted and compared (32 bytes of
+/// text in several copies plus their headers).
+const LISTED_ID_BYTES: usize = 256;
+
+/// What one snapshot entry costs beyond its state (ids, fields, their copies).
+const SNAPSHOT_ENTRY_BYTES: usize = 1024;
+
+/// Copies of a text a call holds at once: the store's reply, the parsed or moved value, the
+/// result being lowered back to the host.
+const COPIES: usize = 4;
 
 impl Default for Config {
     /// The defaults, ignoring flags and the environment (what tests start from).
@@ -315,6 +354,8 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             max_room_members: DEFAULT_MAX_ROOM_MEMBERS,
+            max_snapshot_members: DEFAULT_MAX_SNAPSHOT_MEMBERS,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             max_metadata_items: DEFAULT_MAX_METADATA_ITEMS,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             lock_ttl_ms: DEFAULT_LOCK_TTL_MS,
@@ -367,6 +408,8 @@ impl Config {
             default_lock_ttl_ms: self.lock_ttl_ms,
             max_lock_ttl_ms: self.max_lock_ttl_ms,
             node_lease_ms: self.node_lease_ms,
+            max_snapshot_members: self.max_snapshot_members,
+            max_snapshot_bytes: self.max_snapshot_bytes,
         }
     }
 
@@ -439,6 +482,32 @@ impl Config {
     /// The component call deadline.
     pub fn component_deadline(&self) -> Duration {
         Duration::from_millis(self.component_deadline_ms)
+    }
+
+    /// The most linear memory one presence call can need at these limits: listing the
+    /// largest room, one snapshot page at its byte and member limits, or one heartbeat
+    /// batch of largest patches, whichever is largest, on top of the base.
+    pub fn presence_memory_need(&self) -> usize {
+        let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let listing = size(self.max_room_members).saturating_mul(LISTED_ID_BYTES);
+        let page = size(self.max_snapshot_bytes)
+            .saturating_mul(COPIES)
+            .saturating_add(size(self.max_snapshot_members).saturating_mul(SNAPSHOT_ENTRY_BYTES));
+        let beats = self
+            .heartbeat_batch
+            .saturating_mul(size(self.max_state_bytes))
+            .saturating_mul(COPIES);
+        COMPONENT_BASE_BYTES.saturating_add(listing.saturating_add(page).max(beats))
+    }
+
+    /// The most linear memory one metadata call can need: a channel's items at their limit.
+    pub fn metadata_memory_need(&self) -> usize {
+        let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        COMPONENT_BASE_BYTES.saturating_add(
+            size(self.max_metadata_bytes)
+                .saturating_add(size(self.max_metadata_items).saturating_mul(SNAPSHOT_ENTRY_BYTES))
+                .saturating_mul(COPIES),
+        )
     }
 
     /// Frames above this close the socket instead of getting an error ack.
@@ -571,6 +640,37 @@ impl Config {
                 "(hidden)",
                 "must be at least 16 characters",
             );
+        }
+        if self.max_snapshot_members == 0 {
+            return out_of_range("ROSTER_MAX_SNAPSHOT_MEMBERS", 0, "must be positive");
+        }
+        if self.max_snapshot_bytes < self.max_state_bytes {
+            return out_of_range(
+                "ROSTER_MAX_SNAPSHOT_BYTES",
+                self.max_snapshot_bytes,
+                "must be at least ROSTER_MAX_STATE_BYTES, so a snapshot page holds a member",
+            );
+        }
+        let limits = self.limits();
+        for (name, need, cap) in [
+            (
+                "presence",
+                self.presence_memory_need(),
+                limits.presence.memory_bytes,
+            ),
+            (
+                "metadata",
+                self.metadata_memory_need(),
+                limits.metadata.memory_bytes,
+            ),
+        ] {
+            if need > cap {
+                return Err(ConfigError::MemoryCap {
+                    slot: name,
+                    need_mib: need.div_ceil(1024 * 1024),
+                    cap_mib: cap / (1024 * 1024),
+                });
+            }
         }
         if self.component_memory_mib == 0 || self.component_memory_mib > 4096 {
             return out_of_range(

@@ -17,9 +17,9 @@ use crate::bus::Bus;
 use crate::config::{Clock, Config};
 use crate::protocol::{ApiError, JoinData};
 use crate::runtime::bindings::types::{
-    CallContext, Channel, ChannelState, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Settings, TickOptions,
-    TickReport, WriteRequest,
+    CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, Settings,
+    SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -78,6 +78,17 @@ impl From<CallError> for ApiError {
     fn from(error: CallError) -> Self {
         ApiError::new(ErrorCode::ComponentFailed, error.to_string())
     }
+}
+
+/// 64 bits from the operating system's cryptographic RNG: connection ids carry them, and
+/// on the HTTP API a connection id is all it takes to act on a connection.
+fn secure_u64() -> Result<u64, ApiError> {
+    getrandom::u64().map_err(|error| {
+        ApiError::new(
+            ErrorCode::ComponentFailed,
+            format!("the system's random number generator failed: {error}"),
+        )
+    })
 }
 
 /// A component call's two layers of failure as one protocol error.
@@ -201,15 +212,24 @@ impl Hub {
         &self.socket_tasks
     }
 
-    /// Creates a presence connection.
-    pub async fn join(&self, data: JoinData) -> Result<Joined, ApiError> {
+    /// Creates a presence connection; `replaces` is the connection it takes the place of
+    /// (a socket's current one), removed only when the join succeeds.
+    pub async fn join(&self, data: JoinData, replaces: Option<String>) -> Result<Joined, ApiError> {
         let request = JoinRequest {
             room_id: data.room_id,
             user_id: data.user_id,
             state: data.state.map(|raw| String::from(raw.get())),
-            nonce: fastrand::u64(..),
+            nonce: secure_u64()?,
+            replaces,
         };
-        flatten(self.runtime.join(&self.context(), &request).await)
+        let joined = flatten(self.runtime.join(&self.context(), &request).await)?;
+        if joined.replace_pending
+            && let Some(old) = request.replaces
+        {
+            tracing::info!(conn_id = %old, "the store failed before a replaced connection left; its leave will be retried");
+            self.defer_leave(old);
+        }
+        Ok(joined)
     }
 
     /// One heartbeat. Heartbeats that arrive together (from many sockets) are coalesced
@@ -264,9 +284,14 @@ impl Hub {
         flatten(self.runtime.leave(&self.context(), conn_id).await)
     }
 
-    /// The live connections of a room.
-    pub async fn snapshot(&self, room_id: &str) -> Result<Vec<Conn>, ApiError> {
-        flatten(self.runtime.snapshot(&self.context(), room_id).await)
+    /// A page of the live connections of a room.
+    pub async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
+        flatten(self.runtime.snapshot(&self.context(), &request).await)
+    }
+
+    /// A room's connections and distinct users.
+    pub async fn count(&self, room_id: &str) -> Result<Occupancy, ApiError> {
+        flatten(self.runtime.count(&self.context(), room_id).await)
     }
 
     /// A metadata write.
@@ -326,6 +351,7 @@ impl Hub {
     pub async fn reap(&self) -> Result<TickReport, ApiError> {
         let options = TickOptions {
             reap_dead_nodes: self.may_reap_dead_nodes(),
+            at_most_every_ms: None,
         };
         flatten(self.runtime.tick(&self.context(), options).await)
     }

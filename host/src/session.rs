@@ -1,8 +1,9 @@
 //! One socket's session, whatever its transport: its presence binding, its acting user,
 //! its rate limit, and the protocol's per-socket rules.
 //!
-//! - A socket holds at most one presence connection; a second join replaces the first
-//!   (leave, then join).
+//! - A socket holds at most one presence connection; a second valid join replaces the
+//!   first: the component creates the new connection, then removes the old one (its
+//!   `leave` is announced before the new `join`). A refused join changes nothing.
 //! - A socket heartbeats only the connection it holds.
 //! - Metadata and lock requests act as the user the socket joined as.
 //! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]).
@@ -15,15 +16,18 @@ use serde_json::value::RawValue;
 use crate::bus::{Binding, Peer};
 use crate::hub::Hub;
 use crate::protocol::{
-    self, Ack, ApiError, ChannelData, HeartbeatData, JoinData, LockData, Reply, WriteData,
+    self, Ack, ApiError, ChannelData, HeartbeatData, JoinData, LockData, Reply, RoomData,
+    SnapshotData, WriteData,
 };
 use crate::runtime::bindings::types::{ErrorCode, HeartbeatRequest, MetadataOperation};
 
 /// The events a client may send.
-pub const CLIENT_EVENTS: [&str; 9] = [
+pub const CLIENT_EVENTS: [&str; 11] = [
     "presence:join",
     "presence:heartbeat",
     "presence:leave",
+    "presence:snapshot",
+    "presence:count",
     "metadata:set",
     "metadata:update",
     "metadata:remove",
@@ -111,6 +115,18 @@ impl Session {
             "presence:join" => self.join(protocol::decode(data, code)?).await,
             "presence:heartbeat" => self.heartbeat(protocol::decode(data, code)?).await,
             "presence:leave" => self.leave().await,
+            "presence:snapshot" => {
+                let data: SnapshotData = protocol::decode(data, code)?;
+                Ok(Ack::snapshot(self.hub.snapshot(data.into_request()).await?))
+            }
+            "presence:count" => {
+                let data: RoomData = protocol::decode(data, code)?;
+                let occupancy = self.hub.count(&data.room_id).await?;
+                Ok(Ack::Count {
+                    room_id: data.room_id,
+                    occupancy,
+                })
+            }
             "metadata:set" | "metadata:update" | "metadata:remove" => {
                 let operation = match event {
                     "metadata:set" => MetadataOperation::Set,
@@ -156,41 +172,51 @@ impl Session {
     }
 
     async fn join(&mut self, data: JoinData) -> Reply {
-        match self.leave_current().await {
-            Some(Err(error)) if error.code == ErrorCode::UnknownConnection => {
-                tracing::debug!(%error, "the connection replaced by a second join was already gone");
-            }
-            Some(Err(error)) => {
-                tracing::warn!(%error, "could not leave the connection a second join replaces; the reaper will");
-            }
-            _ => {}
-        }
+        let current = self.peer.binding();
         let room_id = data.room_id.clone();
         let user_id = data.user_id.clone();
+        let new_room = current.as_ref().is_none_or(|b| b.room_id != room_id);
         // Subscribe first, so the joiner sees its own `join` like everyone else (and, with
         // other nodes, so their events for the room already flow when the join lands).
-        self.hub
-            .bus
-            .subscribe(&room_id, &self.peer)
-            .await
-            .map_err(|why| {
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("cannot follow room {room_id:?}: {why}"),
-                )
-            })?;
-        match self.hub.join(data).await {
+        if new_room {
+            self.hub
+                .bus
+                .subscribe(&room_id, &self.peer)
+                .await
+                .map_err(|why| {
+                    ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot follow room {room_id:?}: {why}"),
+                    )
+                })?;
+        }
+        // The replaced connection's `leave` is published during the call: unhook it first
+        // so the bus does not unsubscribe this socket from a room it stays in.
+        if let Some(current) = &current {
+            self.hub.bus.unbind(&current.conn_id);
+        }
+        let replaces = current.as_ref().map(|b| b.conn_id.clone());
+        match self.hub.join(data, replaces).await {
             Ok(joined) => {
                 self.peer.set_binding(Some(Binding {
                     conn_id: joined.conn_id.clone(),
-                    room_id,
+                    room_id: room_id.clone(),
                     user_id,
                 }));
                 self.hub.bus.bind(&joined.conn_id, &self.peer);
+                if let Some(old) = current.filter(|old| old.room_id != room_id) {
+                    self.hub.bus.unsubscribe(&old.room_id, self.peer.id);
+                }
                 Ok(Ack::joined(joined))
             }
             Err(error) => {
-                self.hub.bus.unsubscribe(&room_id, self.peer.id);
+                // Nothing changed: the socket keeps its connection and its room.
+                if let Some(current) = &current {
+                    self.hub.bus.bind(&current.conn_id, &self.peer);
+                }
+                if new_room {
+                    self.hub.bus.unsubscribe(&room_id, self.peer.id);
+                }
                 Err(error)
             }
         }

@@ -62,7 +62,9 @@ for (const [name, options] of Object.entries(TRANSPORTS)) {
       assert.deepEqual(await request(bob, "presence:leave"), { ok: true });
       const left = await adaEvents.next((e) => e.type === "leave", "bob's leave");
       assert.equal(left.connId, bobJoin.self.connId);
-      assert.equal(left.state, null);
+      // Clients of the Socket.IO presence server read `e.state` on every event.
+      assert.deepEqual(left.state, { seat: 3, ready: true });
+      assert.equal(left.epoch, bobJoin.self.epoch);
     });
 
     it("heartbeats report changes and broadcast only them", async () => {

@@ -11,7 +11,8 @@ use std::marker::PhantomData;
 
 use crate::bindings::roster::hub::store::{
     Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldOp, FieldsOp, Guard, HsetOp,
-    MembersOp, Op, Reply, ScoreGuard, SizeGuard, StoreError, ValueGuard, ZaddOp, ZrangeOp,
+    MemberOp, MembersOp, Op, Reply, ScoreGuard, SetOp, SizeGuard, StoreError, ValueGuard, ZaddOp,
+    ZincrOp, ZrangeOp, ZremRangeOp,
 };
 use crate::fail;
 use crate::types::{ErrorCode, Failure};
@@ -233,7 +234,19 @@ impl ReplyKind for Vec<String> {
     }
 }
 
-/// An integer reply (SCARD).
+/// An integer reply, or none (ZSCORE).
+impl ReplyKind for Option<i64> {
+    const NAME: &'static str = "an int or none";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Int(value) => Ok(Some(value)),
+            Reply::None => Ok(None),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
+/// An integer reply (SCARD, ZCARD, HSTRLEN).
 impl ReplyKind for i64 {
     const NAME: &'static str = "an int";
     fn from_reply(reply: Reply) -> Result<Self, Failure> {
@@ -320,6 +333,15 @@ pub fn score_at_most(key: &str, member: &str, bound: i64) -> Guard {
     })
 }
 
+/// Guard: `member` is absent from the sorted set `key`, or scored below `bound`.
+pub fn score_absent_or_below(key: &str, member: &str, bound: i64) -> Guard {
+    Guard::ScoreAbsentOrBelow(ScoreGuard {
+        key: key.to_owned(),
+        member: member.to_owned(),
+        bound,
+    })
+}
+
 /// Read: GET.
 pub fn get(key: &str) -> Read<Option<String>> {
     Read::new(Op::Get(key.to_owned()))
@@ -361,6 +383,45 @@ pub fn zrange_by_score(key: &str, min: i64, max: i64, limit: u32) -> Read<Vec<St
     }))
 }
 
+/// Read: ZSCORE.
+pub fn zscore(key: &str, member: &str) -> Read<Option<i64>> {
+    Read::new(Op::Zscore(MemberOp {
+        key: key.to_owned(),
+        member: member.to_owned(),
+    }))
+}
+
+/// Read: ZCARD.
+pub fn zcard(key: &str) -> Read<i64> {
+    Read::new(Op::Zcard(key.to_owned()))
+}
+
+/// Read: HSTRLEN.
+pub fn hstrlen(key: &str, field: &str) -> Read<i64> {
+    Read::new(Op::Hstrlen(FieldOp {
+        key: key.to_owned(),
+        field: field.to_owned(),
+    }))
+}
+
+/// Op: ZINCRBY.
+pub fn zincrby(key: &str, member: &str, delta: i64) -> Op {
+    Op::Zincrby(ZincrOp {
+        key: key.to_owned(),
+        member: member.to_owned(),
+        delta,
+    })
+}
+
+/// Op: ZREMRANGEBYSCORE (bounds inclusive; `i64::MIN` / `i64::MAX` are open ends).
+pub fn zrem_range_by_score(key: &str, min: i64, max: i64) -> Op {
+    Op::ZremRangeByScore(ZremRangeOp {
+        key: key.to_owned(),
+        min,
+        max,
+    })
+}
+
 /// Op: HSET.
 pub fn hset(key: &str, entries: Vec<(&str, String)>) -> Op {
     Op::Hset(HsetOp {
@@ -376,6 +437,15 @@ pub fn hset(key: &str, entries: Vec<(&str, String)>) -> Op {
 pub fn pexpire(key: &str, ttl_ms: u64) -> Op {
     Op::Pexpire(ExpireOp {
         key: key.to_owned(),
+        ttl_ms,
+    })
+}
+
+/// Op: SET, with a TTL when given.
+pub fn set(key: &str, value: &str, ttl_ms: Option<u64>) -> Op {
+    Op::Set(SetOp {
+        key: key.to_owned(),
+        value: value.to_owned(),
         ttl_ms,
     })
 }

@@ -15,9 +15,12 @@
 //! | `roster:v1:{T}:room:<digest>` | set | the room's connection ids |
 //! | `roster:v1:{T}:expiry` | sorted set | the bucket's connection ids scored by last heartbeat |
 //! | `roster:v1:{T}:node:<node>` | set | the bucket's connection ids created by that node |
+//! | `roster:v1:{T}:users:<digest>` | sorted set | the room's users scored by their connection count |
+//! | `roster:v1:{T}:epochs:<digest>` | sorted set | the room's users scored by the epoch of their last join |
 //! | `roster:v1:{T}:meta:<type>:<name>` | hash | `major`, `items` (JSON), `type`, `name` |
 //! | `roster:v1:{T}:lock:<type>:<name>:<lock>` | string | the holder's user id, with a TTL |
 //! | `roster:v1:{leases}:nodes` | sorted set | node ids scored by when their lease expires (ms) |
+//! | `roster:v1:{leases}:tick` | string | the node that last started a paced reaper tick, PX the pace |
 //!
 //! Channel metadata and locks take the bucket of the channel name (the room their events go
 //! to). In key segments made of client-chosen names, `%`, `:`, `{`, `}` and control
@@ -79,6 +82,18 @@ pub fn room_key(room_digest: u64) -> String {
     format!("{}:room:{room_digest:016x}", tagged(bucket(room_digest)))
 }
 
+/// The sorted set of a room's users, each scored by how many connections it has there:
+/// its size is the room's distinct users.
+pub fn users_key(room_digest: u64) -> String {
+    format!("{}:users:{room_digest:016x}", tagged(bucket(room_digest)))
+}
+
+/// The sorted set of a room's users, each scored by the epoch of its last join: what keeps
+/// join epochs increasing per user and room whatever the nodes' clocks say.
+pub fn epochs_key(room_digest: u64) -> String {
+    format!("{}:epochs:{room_digest:016x}", tagged(bucket(room_digest)))
+}
+
 /// The sorted set of a bucket's connections by last heartbeat: what the reaper scans.
 pub fn expiry_key(bucket: u16) -> String {
     format!("{}:expiry", tagged(bucket))
@@ -94,6 +109,11 @@ pub fn node_key(bucket: u16, node: &str) -> String {
 /// registry lives in a slot of its own.
 pub fn leases_key() -> String {
     format!("{PREFIX}:{{leases}}:nodes")
+}
+
+/// The mark a paced reaper tick sets (`tick-options.at-most-every-ms`), in the leases' slot.
+pub fn tick_key() -> String {
+    format!("{PREFIX}:{{leases}}:tick")
 }
 
 /// The hash holding a channel's metadata.
@@ -197,6 +217,8 @@ mod tests {
         assert_eq!(tag(&conn_key(d, &id)), tag(&room_key(d)));
         assert_eq!(tag(&room_key(d)), tag(&expiry_key(bucket(d))));
         assert_eq!(tag(&room_key(d)), tag(&node_key(bucket(d), "node-1")));
+        assert_eq!(tag(&room_key(d)), tag(&users_key(d)));
+        assert_eq!(tag(&room_key(d)), tag(&epochs_key(d)));
         assert!(conn_key(d, &id).starts_with("roster:v1:{"));
     }
 

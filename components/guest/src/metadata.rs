@@ -20,7 +20,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::roster::hub::events::Event;
-use crate::bindings::roster::hub::store::{Op, SetOp};
 use crate::db::{self, BatchBuilder, Outcome};
 use crate::fail;
 use crate::keys::{self, meta as f};
@@ -159,6 +158,7 @@ pub fn validate_write(request: &WriteRequest, operation: MetadataOperation) -> R
     if let Some(lock) = &request.options.lock_name {
         fail::check_id(lock, "options.lockName", ErrorCode::MetadataInvalid)?;
     }
+    check_actor(request.actor.as_deref())?;
     Ok(())
 }
 
@@ -410,9 +410,19 @@ pub fn write(
     )))
 }
 
+/// An acting user is an id like any other: not empty, bounded, no control characters
+/// (it becomes a lock owner and an `authorUid`).
+fn check_actor(actor: Option<&str>) -> Result<(), Failure> {
+    match actor {
+        Some(actor) => fail::check_id(actor, "actorUserId", ErrorCode::MetadataInvalid),
+        None => Ok(()),
+    }
+}
+
 fn validate_lock(request: &LockRequest) -> Result<&str, Failure> {
     validate_channel(&request.channel)?;
     fail::check_id(&request.lock_name, "lockName", ErrorCode::MetadataInvalid)?;
+    check_actor(request.actor.as_deref())?;
     request.actor.as_deref().ok_or_else(|| {
         fail::failure(
             ErrorCode::Unauthorized,
@@ -433,13 +443,7 @@ pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo
         )));
     }
     let key = keys::lock_key(&request.channel, &request.lock_name);
-    let take = || {
-        Op::Set(SetOp {
-            key: key.clone(),
-            value: actor.to_owned(),
-            ttl_ms: Some(ttl),
-        })
-    };
+    let take = || db::set(&key, actor, Some(ttl));
     let mut take_free = BatchBuilder::new();
     take_free.guard(db::absent(&key));
     take_free.op(take());
@@ -695,6 +699,8 @@ mod tests {
             default_lock_ttl_ms: 1,
             max_lock_ttl_ms: 1,
             node_lease_ms: 1,
+            max_snapshot_members: 1,
+            max_snapshot_bytes: 1,
         };
         assert!(check_limits(&[item("a", "1234", 1), item("b", "1234", 1)], &settings).is_ok());
         let three = [item("a", "", 1), item("b", "", 1), item("c", "", 1)];

@@ -1,14 +1,25 @@
-//! Presence: join with a snapshot, heartbeat with epoch fencing and state patches, leave.
+//! Presence: join with a snapshot, heartbeat with epoch fencing and state patches, leave,
+//! paged snapshots and occupancy counts.
 //!
 //! Costs in store round trips (one `execute` each):
-//! - join: 2 (create + list members, then read the members);
+//! - join: 2 (create + list members, then read the members and remove the replaced
+//!   connection); 3 when the room's states are too large to read without first measuring
+//!   them; one more when this user's last join in the room had a later epoch (a retry);
 //! - heartbeat without a patch, or with one that changes nothing: 1;
 //! - heartbeat whose patch changes the state: 2 (refresh + read, then compare-and-set);
-//! - leave: 1; snapshot: 2.
+//! - leave: 2; snapshot: 2 (3 for large states); count: 1.
 //!
 //! Liveness: a connection is live while `seen + ttl >= now`. A stale connection is hidden
 //! from snapshots and refuses heartbeats with `UNKNOWN_CONNECTION` even before the reaper
 //! removes it, so the TTL means the same whatever the reaper's timing.
+//!
+//! Epochs: a join's epoch is `max(now, e + 1)` where `e` is the epoch of the same user's
+//! previous join in the room (kept in the room's `epochs` set for a lookback), so join
+//! epochs of a user in a room strictly increase across nodes even when node clocks differ
+//! (by less than the lookback). A heartbeat's epoch is a safe integer (at most 2^53 - 1)
+//! and at most [`MAX_EPOCH_STEP`] above the stored one unless it is below `now + step`:
+//! one request cannot push a connection's epoch out of every client's reach, and Redis and
+//! the embedded store compare every stored number exactly.
 
 use crate::bindings::roster::hub::events::Event;
 use crate::bindings::roster::hub::store::{Batch, Guard};
@@ -18,11 +29,30 @@ use crate::keys::{self, conn as f};
 use crate::state::{self, State};
 use crate::types::{
     CallContext, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined,
-    Left, PresenceChange, PresenceEvent, Settings,
+    Left, Occupancy, PresenceChange, PresenceEvent, Settings, SnapshotPage, SnapshotRequest,
 };
+
+/// The largest epoch: JavaScript's `Number.MAX_SAFE_INTEGER`, the largest integer every
+/// client and both stores represent exactly.
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+
+/// How far above the stored epoch (and above `now`) a heartbeat may raise it at once.
+/// Counters (+1) and clocks (`Date.now()`) stay far below it; a client cannot jump its
+/// connection to the top of the range in one request.
+pub const MAX_EPOCH_STEP: u64 = 1 << 32;
+
+/// Joins retried when another join of the same user in the same room took the epoch this
+/// one wanted (or this node's clock is behind the one that made it).
+const EPOCH_ATTEMPTS: usize = 4;
 
 /// Fields read back for a snapshot entry, in this order.
 const SNAPSHOT_FIELDS: [&str; 6] = [f::ROOM, f::USER, f::EPOCH, f::STATE, f::SEEN, f::JOINED];
+
+/// Fields read when a page first measures its members' states, in this order.
+const SIZED_FIELDS: [&str; 5] = [f::ROOM, f::USER, f::EPOCH, f::SEEN, f::JOINED];
+
+/// Fields a removal reads before it removes, for its `leave`, in this order.
+const LEAVE_FIELDS: [&str; 4] = [f::ROOM, f::USER, f::EPOCH, f::STATE];
 
 /// How many times a state patch is re-applied when another writer changed the state between
 /// read and write. Only a client racing itself (or the HTTP API) gets here.
@@ -54,121 +84,472 @@ pub fn validate_join(request: &JoinRequest, settings: &Settings) -> Result<Strin
     Ok(text)
 }
 
-/// Creates the connection, announces `join` and returns the room's snapshot.
-pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> {
-    let state_text = validate_join(&request, &ctx.settings)?;
-    let digest = keys::digest(&request.room_id);
-    let conn_id = keys::conn_id(digest, request.nonce);
-    let conn_key = keys::conn_key(digest, &conn_id);
-    let room_key = keys::room_key(digest);
-    let now = ctx.now;
-    let epoch = now;
-    let lookback = ctx.settings.lookback_ms;
+/// The connection a join replaces.
+struct Replaced {
+    conn_id: String,
+    digest: u64,
+}
 
-    let mut create = BatchBuilder::new();
-    let id_free = create.guard(db::absent(&conn_key));
-    create.guard(db::size_below(&room_key, ctx.settings.max_room_members));
-    create.op(db::hset(
+/// The handles of a join's create batch.
+struct Create {
+    id_free: GuardId,
+    /// Present when the replaced connection is in the same room: it must still exist for
+    /// the room's limit to count it as leaving.
+    replaced_exists: Option<GuardId>,
+    room_free: GuardId,
+    members: Slot<Vec<String>>,
+}
+
+/// The batch that creates the connection, indexes it and lists the room; refused when the
+/// id is taken, the room is full, or this user's last join in the room had an epoch at or
+/// above `epoch`.
+fn create_batch(
+    ctx: &CallContext,
+    request: &JoinRequest,
+    digest: u64,
+    conn_id: &str,
+    state_text: &str,
+    epoch: u64,
+    replaced_here: Option<&str>,
+) -> (Batch, Create) {
+    let now = ctx.now;
+    let lookback = ctx.settings.lookback_ms;
+    let bucket = keys::bucket(digest);
+    let conn_key = keys::conn_key(digest, conn_id);
+    let room_key = keys::room_key(digest);
+    let users_key = keys::users_key(digest);
+    let epochs_key = keys::epochs_key(digest);
+    let expiry_key = keys::expiry_key(bucket);
+    let mut batch = BatchBuilder::new();
+    let id_free = batch.guard(db::absent(&conn_key));
+    // Replacing a connection of the same room frees its place in the same step.
+    let (replaced_exists, limit) = match replaced_here {
+        Some(old) => (
+            Some(batch.guard(db::exists(&keys::conn_key(digest, old)))),
+            ctx.settings.max_room_members.saturating_add(1),
+        ),
+        None => (None, ctx.settings.max_room_members),
+    };
+    let room_free = batch.guard(db::size_below(&room_key, limit));
+    batch.guard(db::score_absent_or_below(
+        &epochs_key,
+        &request.user_id,
+        score(epoch),
+    ));
+    batch.op(db::hset(
         &conn_key,
         vec![
             (f::ROOM, request.room_id.clone()),
             (f::USER, request.user_id.clone()),
             (f::EPOCH, epoch.to_string()),
-            (f::STATE, state_text.clone()),
+            (f::STATE, state_text.to_owned()),
             (f::SEEN, now.to_string()),
             (f::JOINED, now.to_string()),
             (f::NODE, ctx.node_id.clone()),
         ],
     ));
-    create.op(db::pexpire(&conn_key, lookback));
-    create.op(db::sadd(&room_key, &conn_id));
-    create.op(db::pexpire(&room_key, lookback));
-    create.op(db::zadd(
-        &keys::expiry_key(keys::bucket(digest)),
-        &conn_id,
-        score(now),
+    batch.op(db::pexpire(&conn_key, lookback));
+    batch.op(db::sadd(&room_key, conn_id));
+    batch.op(db::pexpire(&room_key, lookback));
+    batch.op(db::zincrby(&users_key, &request.user_id, 1));
+    batch.op(db::pexpire(&users_key, lookback));
+    // Epochs older than the lookback are below any epoch a node can issue now (unless its
+    // clock is that far behind): they need not be kept.
+    batch.op(db::zadd(&epochs_key, &request.user_id, score(epoch)));
+    batch.op(db::zrem_range_by_score(
+        &epochs_key,
+        i64::MIN,
+        score(now.saturating_sub(lookback)),
     ));
-    create.op(db::sadd(
-        &keys::node_key(keys::bucket(digest), &ctx.node_id),
-        &conn_id,
+    batch.op(db::pexpire(&epochs_key, lookback));
+    batch.op(db::zadd(&expiry_key, conn_id, score(now)));
+    // Entries whose record expired by the store's lookback (no reaper ran) are dropped, so
+    // the index stays bounded where nothing reaps.
+    batch.op(db::zrem_range_by_score(
+        &expiry_key,
+        i64::MIN,
+        score(now.saturating_sub(lookback.saturating_mul(2))),
     ));
-    let listed = create.read(db::smembers(&room_key));
-    let members = match db::execute_one(create.build())? {
-        Outcome::Applied(mut replies) => replies.take(listed)?,
-        Outcome::Refused(guard) if guard == id_free => {
-            return Err(fail::internal(format!(
-                "connection id {conn_id} is taken; join again"
-            )));
-        }
-        Outcome::Refused(_) => {
-            return Err(fail::failure(
-                ErrorCode::Forbidden,
-                format!(
-                    "room {:?} is full: it holds {} connections, the limit",
-                    request.room_id, ctx.settings.max_room_members
-                ),
-            ));
-        }
-    };
-
-    crate::host::publish(&Event::Presence(PresenceEvent {
-        change: PresenceChange::Join,
-        room_id: request.room_id.clone(),
-        user_id: request.user_id,
-        conn_id: conn_id.clone(),
-        state: Some(state_text),
-        ts: now,
-        epoch,
-    }));
-
-    let snapshot = read_members(ctx, digest, &request.room_id, &members)?;
-    Ok(Joined {
-        conn_id,
-        epoch,
-        snapshot,
-    })
+    if ctx.settings.node_lease_ms > 0 {
+        batch.op(db::sadd(&keys::node_key(bucket, &ctx.node_id), conn_id));
+    }
+    let members = batch.read(db::smembers(&room_key));
+    (
+        batch.build(),
+        Create {
+            id_free,
+            replaced_exists,
+            room_free,
+            members,
+        },
+    )
 }
 
-/// The live connections of a room.
-pub fn snapshot(ctx: &CallContext, room_id: &str) -> Result<Vec<Conn>, Failure> {
-    fail::check_id(room_id, "roomId", ErrorCode::InvalidPayload)?;
-    let digest = keys::digest(room_id);
+/// Creates the connection, removes the one it replaces, announces `leave` (of the replaced
+/// one) and `join`, and returns the room's snapshot (its first page for a large room).
+pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> {
+    let state_text = validate_join(&request, &ctx.settings)?;
+    let digest = keys::digest(&request.room_id);
+    let conn_id = keys::conn_id(digest, request.nonce);
+    let mut replaced = request.replaces.as_deref().and_then(|old| {
+        let digest = keys::conn_room_digest(old)?;
+        (old != conn_id).then(|| Replaced {
+            conn_id: old.to_owned(),
+            digest,
+        })
+    });
+    let mut epoch = ctx.now.clamp(1, MAX_EPOCH);
+    let mut created = None;
+    for _ in 0..EPOCH_ATTEMPTS {
+        let here = replaced
+            .as_ref()
+            .filter(|old| old.digest == digest)
+            .map(|old| old.conn_id.as_str());
+        let (batch, create) =
+            create_batch(ctx, &request, digest, &conn_id, &state_text, epoch, here);
+        let mut batches = vec![batch];
+        // What the replaced connection's removal needs, read in the same round trip.
+        let old_fields = replaced.as_ref().map(|old| {
+            let mut read = BatchBuilder::new();
+            let slot = read.read(db::hmget(
+                &keys::conn_key(old.digest, &old.conn_id),
+                &[f::NODE, f::USER],
+            ));
+            batches.push(read.build());
+            slot
+        });
+        let mut outcomes = db::execute(&batches)?.into_iter();
+        match outcomes.next() {
+            Some(Outcome::Applied(mut replies)) => {
+                let members = replies.take(create.members)?;
+                let old = match (old_fields, outcomes.next()) {
+                    (Some(slot), Some(outcome)) => {
+                        let mut fields = outcome.unguarded()?.take(slot)?.into_iter();
+                        fields.next().flatten().zip(fields.next().flatten())
+                    }
+                    _ => None,
+                };
+                created = Some((members, old));
+                break;
+            }
+            Some(Outcome::Refused(guard)) if guard == create.id_free => {
+                return Err(fail::internal(format!(
+                    "connection id {conn_id} is taken; join again"
+                )));
+            }
+            Some(Outcome::Refused(guard)) if Some(guard) == create.replaced_exists => {
+                // The replaced connection is already gone (reaped): nothing to replace.
+                replaced = None;
+            }
+            Some(Outcome::Refused(guard)) if guard == create.room_free => {
+                return Err(fail::failure(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "room {:?} is full: it holds {} connections, the limit",
+                        request.room_id, ctx.settings.max_room_members
+                    ),
+                ));
+            }
+            Some(Outcome::Refused(_)) => {
+                // This user's last join in the room took an epoch at or above ours.
+                let last = last_join_epoch(digest, &request.user_id)?;
+                epoch = ctx.now.max(last.saturating_add(1));
+                if epoch > MAX_EPOCH {
+                    return Err(fail::internal(format!(
+                        "user {:?} has exhausted the epochs of room {:?}",
+                        request.user_id, request.room_id
+                    )));
+                }
+            }
+            None => return Err(fail::internal("the store returned no outcome")),
+        }
+    }
+    let Some((members, old)) = created else {
+        return Err(fail::failure(
+            ErrorCode::StaleEpoch,
+            format!(
+                "other joins of user {:?} in room {:?} kept taking the next epoch; join again",
+                request.user_id, request.room_id
+            ),
+        ));
+    };
+
+    // The replaced connection goes in the same round trip as the snapshot read; its
+    // removal is guarded by what was read, so a connection that went meanwhile is left.
+    let mut extra = Vec::new();
+    let removal = match (&replaced, &old) {
+        (Some(replaced), Some((node, user))) => {
+            let (batch, removal) = removal_batch(
+                replaced.digest,
+                &replaced.conn_id,
+                Some(node),
+                user,
+                vec![db::field_is(
+                    &keys::conn_key(replaced.digest, &replaced.conn_id),
+                    f::NODE,
+                    Some(node),
+                )],
+            );
+            extra.push(batch);
+            Some(removal)
+        }
+        _ => None,
+    };
+    let removing = removal.is_some();
+    let page = read_page(
+        ctx,
+        digest,
+        &request.room_id,
+        members,
+        None,
+        ctx.settings.max_snapshot_members,
+        extra,
+    );
+    let me = PresenceEvent {
+        change: PresenceChange::Join,
+        room_id: request.room_id.clone(),
+        user_id: request.user_id.clone(),
+        conn_id: conn_id.clone(),
+        state: state_text.clone(),
+        ts: ctx.now,
+        epoch,
+    };
+    match page {
+        Ok((page, mut extra)) => {
+            let mut replace_pending = false;
+            if let (Some(replaced), Some(removal)) = (&replaced, removal) {
+                match extra.pop() {
+                    Some(Outcome::Applied(replies)) => {
+                        announce_leave(ctx, &replaced.conn_id, &removal, replies)?;
+                    }
+                    // Refused: it went meanwhile (reaped, or left over HTTP).
+                    Some(Outcome::Refused(_)) => {}
+                    None => replace_pending = true,
+                }
+            }
+            crate::host::publish(&Event::Presence(me));
+            Ok(Joined {
+                conn_id,
+                epoch,
+                snapshot: page.conns,
+                next: page.next,
+                replace_pending,
+            })
+        }
+        Err(failure) if failure.code == ErrorCode::StoreUnavailable => {
+            // The connection exists: the join succeeded, only its snapshot could not be
+            // read. Say so (the snapshot is partial, from the start) rather than fail a
+            // join that took effect; the replaced connection's leave is the host's to retry.
+            crate::host::publish(&Event::Presence(me));
+            Ok(Joined {
+                conn_id: conn_id.clone(),
+                epoch,
+                snapshot: vec![Conn {
+                    conn_id,
+                    user_id: request.user_id,
+                    state: state_text,
+                    epoch,
+                    last_seen: ctx.now,
+                }],
+                next: Some(String::new()),
+                replace_pending: removing,
+            })
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The epoch of `user`'s last join in the room, 0 when none is kept.
+fn last_join_epoch(digest: u64, user: &str) -> Result<u64, Failure> {
+    let mut read = BatchBuilder::new();
+    let slot = read.read(db::zscore(&keys::epochs_key(digest), user));
+    let last = db::execute_read(read.build())?.take(slot)?;
+    Ok(last.and_then(|e| u64::try_from(e).ok()).unwrap_or(0))
+}
+
+/// A page of the live connections of a room.
+pub fn snapshot(ctx: &CallContext, request: SnapshotRequest) -> Result<SnapshotPage, Failure> {
+    fail::check_id(&request.room_id, "roomId", ErrorCode::InvalidPayload)?;
+    let page_size = ctx.settings.max_snapshot_members.max(1);
+    let limit = match request.limit {
+        None => page_size,
+        Some(0) => return Err(fail::invalid("limit must be at least 1")),
+        Some(limit) => limit.min(page_size),
+    };
+    let cursor = request.cursor.filter(|cursor| !cursor.is_empty());
+    if let Some(cursor) = &cursor
+        && keys::conn_room_digest(cursor).is_none()
+    {
+        return Err(fail::invalid(format!(
+            "cursor {cursor:?} is not one this room's snapshot gave"
+        )));
+    }
+    let digest = keys::digest(&request.room_id);
     let mut list = BatchBuilder::new();
     let listed = list.read(db::smembers(&keys::room_key(digest)));
     let members = db::execute_read(list.build())?.take(listed)?;
-    read_members(ctx, digest, room_id, &members)
+    let (page, _) = read_page(
+        ctx,
+        digest,
+        &request.room_id,
+        members,
+        cursor.as_deref(),
+        limit,
+        Vec::new(),
+    )?;
+    Ok(page)
 }
 
-/// Reads the given members of a room and keeps the live ones, oldest join first.
-fn read_members(
+/// How many connections and distinct users a room holds: one round trip, nothing listed.
+pub fn count(room_id: &str) -> Result<Occupancy, Failure> {
+    fail::check_id(room_id, "roomId", ErrorCode::InvalidPayload)?;
+    let digest = keys::digest(room_id);
+    let mut read = BatchBuilder::new();
+    let connections = read.read(db::scard(&keys::room_key(digest)));
+    let users = read.read(db::zcard(&keys::users_key(digest)));
+    let mut replies = db::execute_read(read.build())?;
+    let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+    Ok(Occupancy {
+        connections: count(replies.take(connections)?),
+        users: count(replies.take(users)?),
+    })
+}
+
+/// Reads one page of a room: the member ids after `cursor`, in id order, at most `limit`
+/// of them and no more than the snapshot byte budget of states. `extra` batches ride along
+/// on the last round trip (a join's removal of the connection it replaces); their
+/// outcomes come back in order (none when that round trip failed).
+///
+/// Memory stays bounded whatever the room holds: ids only for the listing; then either
+/// every record at once, when `limit` states at their largest fit the budget, or first the
+/// records without states and the states' lengths, then only the states that fit.
+fn read_page(
     ctx: &CallContext,
     digest: u64,
     room_id: &str,
-    members: &[String],
-) -> Result<Vec<Conn>, Failure> {
-    if members.is_empty() {
-        return Ok(Vec::new());
+    mut ids: Vec<String>,
+    cursor: Option<&str>,
+    limit: u32,
+    extra: Vec<Batch>,
+) -> Result<(SnapshotPage, Vec<Outcome>), Failure> {
+    ids.sort_unstable();
+    ids.dedup();
+    if let Some(cursor) = cursor {
+        ids.retain(|id| id.as_str() > cursor);
     }
+    let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut next = None;
+    if ids.len() > limit {
+        ids.truncate(limit);
+        next = ids.last().cloned();
+    }
+    let budget = u64::from(ctx.settings.max_snapshot_bytes);
+    let worst = u64::from(ctx.settings.max_state_bytes).saturating_mul(ids.len() as u64);
+    if worst <= budget {
+        let (conns, extra) = read_records(ctx, digest, room_id, &ids, extra)?;
+        return Ok((SnapshotPage { conns, next }, extra));
+    }
+
+    // Measure first, then read only the states that fit.
     let mut read = BatchBuilder::new();
-    let slots: Vec<_> = members
+    let slots: Vec<_> = ids
         .iter()
-        .map(|conn_id| {
-            read.read(db::hmget(
-                &keys::conn_key(digest, conn_id),
-                &SNAPSHOT_FIELDS,
-            ))
+        .map(|id| {
+            let key = keys::conn_key(digest, id);
+            (
+                read.read(db::hmget(&key, &SIZED_FIELDS)),
+                read.read(db::hstrlen(&key, f::STATE)),
+            )
         })
         .collect();
     let mut replies = db::execute_read(read.build())?;
-    let mut live = Vec::with_capacity(members.len());
-    for (conn_id, slot) in members.iter().zip(slots) {
-        let fields = replies.take(slot)?;
-        if let Some(conn) = snapshot_entry(ctx, room_id, conn_id, fields) {
-            live.push(conn);
+    let mut kept: Vec<(&String, Vec<Option<String>>)> = Vec::with_capacity(ids.len());
+    let mut total = 0u64;
+    for (id, (fields, length)) in ids.iter().zip(slots) {
+        let fields = replies.take(fields)?;
+        let length = u64::try_from(replies.take(length)?).unwrap_or(0);
+        if total.saturating_add(length) > budget && !kept.is_empty() {
+            // The page ends before the first state that does not fit.
+            next = kept.last().map(|(kept_id, _)| (*kept_id).clone());
+            break;
+        }
+        total = total.saturating_add(length);
+        kept.push((id, fields));
+    }
+    let mut read = BatchBuilder::new();
+    let states: Vec<_> = kept
+        .iter()
+        .map(|(id, _)| read.read(db::hget(&keys::conn_key(digest, id), f::STATE)))
+        .collect();
+    let mut batches = vec![read.build()];
+    batches.extend(extra);
+    let mut outcomes = db::execute(&batches)?.into_iter();
+    let mut replies = outcomes
+        .next()
+        .ok_or_else(|| fail::internal("the store returned no outcome"))?
+        .unguarded()?;
+    let mut live = Vec::with_capacity(kept.len());
+    for ((id, fields), slot) in kept.into_iter().zip(states) {
+        let state = replies.take(slot)?;
+        let mut fields = fields.into_iter();
+        let record = [
+            fields.next().flatten(),
+            fields.next().flatten(),
+            fields.next().flatten(),
+            state,
+            fields.next().flatten(),
+            fields.next().flatten(),
+        ];
+        if let Some(entry) = snapshot_entry(ctx, room_id, id, record.to_vec()) {
+            live.push(entry);
         }
     }
+    Ok((
+        SnapshotPage {
+            conns: oldest_first(live),
+            next,
+        },
+        outcomes.collect(),
+    ))
+}
+
+/// Reads the records of `ids` (with `extra` batches in the same round trip) and keeps the
+/// live ones, oldest join first.
+fn read_records(
+    ctx: &CallContext,
+    digest: u64,
+    room_id: &str,
+    ids: &[String],
+    extra: Vec<Batch>,
+) -> Result<(Vec<Conn>, Vec<Outcome>), Failure> {
+    if ids.is_empty() && extra.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut read = BatchBuilder::new();
+    let slots: Vec<_> = ids
+        .iter()
+        .map(|id| read.read(db::hmget(&keys::conn_key(digest, id), &SNAPSHOT_FIELDS)))
+        .collect();
+    let mut batches = vec![read.build()];
+    batches.extend(extra);
+    let mut outcomes = db::execute(&batches)?.into_iter();
+    let mut replies = outcomes
+        .next()
+        .ok_or_else(|| fail::internal("the store returned no outcome"))?
+        .unguarded()?;
+    let mut live = Vec::with_capacity(ids.len());
+    for (id, slot) in ids.iter().zip(slots) {
+        if let Some(entry) = snapshot_entry(ctx, room_id, id, replies.take(slot)?) {
+            live.push(entry);
+        }
+    }
+    Ok((oldest_first(live), outcomes.collect()))
+}
+
+/// Orders snapshot entries by join time (then id) and drops the time.
+fn oldest_first(mut live: Vec<(u64, Conn)>) -> Vec<Conn> {
     live.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.conn_id.cmp(&b.1.conn_id)));
-    Ok(live.into_iter().map(|(_, conn)| conn).collect())
+    live.into_iter().map(|(_, conn)| conn).collect()
 }
 
 /// One snapshot entry from the fields of [`SNAPSHOT_FIELDS`], with its join time for
@@ -217,6 +598,13 @@ fn validate_heartbeat(request: HeartbeatRequest, settings: &Settings) -> Result<
     }
     let digest = keys::conn_room_digest(&request.conn_id)
         .ok_or_else(|| fail::unknown_connection(&request.conn_id))?;
+    if let Some(epoch) = request.epoch
+        && epoch > MAX_EPOCH
+    {
+        return Err(fail::invalid(format!(
+            "epoch {epoch} is not a safe integer; the largest epoch is {MAX_EPOCH}"
+        )));
+    }
     let patch = match &request.patch_state {
         None => None,
         Some(text) => {
@@ -236,13 +624,15 @@ fn validate_heartbeat(request: HeartbeatRequest, settings: &Settings) -> Result<
 struct Refresh {
     exists: GuardId,
     live: GuardId,
+    /// Refuses an epoch more than [`MAX_EPOCH_STEP`] above the stored one.
+    step: Option<GuardId>,
     fields: Slot<Vec<Option<String>>>,
 }
 
 /// The refresh batch: fence, refresh the TTL, and read what the ack (and a patch) needs.
 fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
     let conn_key = beat.conn_key();
-    let room_key = keys::room_key(beat.digest);
+    let lookback = ctx.settings.lookback_ms;
     let now = ctx.now;
     let mut fields = vec![(f::SEEN, now.to_string())];
     if let Some(epoch) = beat.epoch {
@@ -260,12 +650,21 @@ fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
         f::SEEN,
         live_bound(now, ctx.settings.ttl_ms),
     ));
+    let mut step = None;
     if let Some(epoch) = beat.epoch {
         batch.guard(db::field_at_most(&conn_key, f::EPOCH, score(epoch)));
+        if epoch > now.saturating_add(MAX_EPOCH_STEP) {
+            step = Some(batch.guard(db::field_at_least(
+                &conn_key,
+                f::EPOCH,
+                score(epoch - MAX_EPOCH_STEP),
+            )));
+        }
     }
     batch.op(db::hset(&conn_key, fields));
-    batch.op(db::pexpire(&conn_key, ctx.settings.lookback_ms));
-    batch.op(db::pexpire(&room_key, ctx.settings.lookback_ms));
+    batch.op(db::pexpire(&conn_key, lookback));
+    batch.op(db::pexpire(&keys::room_key(beat.digest), lookback));
+    batch.op(db::pexpire(&keys::users_key(beat.digest), lookback));
     batch.op(db::zadd(
         &keys::expiry_key(keys::bucket(beat.digest)),
         &beat.conn_id,
@@ -277,6 +676,7 @@ fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
         Refresh {
             exists,
             live,
+            step,
             fields,
         },
     )
@@ -313,6 +713,14 @@ fn read_refresh(beat: &Beat, refresh: &Refresh, outcome: Outcome) -> Result<Refr
         Outcome::Applied(replies) => replies,
         Outcome::Refused(guard) if guard == refresh.exists || guard == refresh.live => {
             return Err(fail::unknown_connection(&beat.conn_id));
+        }
+        Outcome::Refused(guard) if Some(guard) == refresh.step => {
+            return Err(fail::invalid(format!(
+                "epoch {} is more than {MAX_EPOCH_STEP} above the epoch of connection {:?}; \
+                 nothing was applied",
+                beat.epoch.unwrap_or(0),
+                beat.conn_id
+            )));
         }
         Outcome::Refused(_) => return Err(stale(beat)),
     };
@@ -535,7 +943,7 @@ fn announce_update(
         room_id: current.room_id.clone(),
         user_id: current.user_id.clone(),
         conn_id: beat.conn_id.clone(),
-        state: Some(state),
+        state,
         ts: ctx.now,
         epoch,
     }));
@@ -546,7 +954,8 @@ fn announce_update(
 }
 
 /// Removes a connection and announces `leave`. Two round trips: the node that created the
-/// connection is read first, because its set is part of the removal.
+/// connection and its user are read first, because their index entries are part of the
+/// removal.
 pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     if conn_id.is_empty() {
         return Err(fail::invalid("connId must not be empty"));
@@ -555,13 +964,14 @@ pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
         keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
     let conn_key = keys::conn_key(digest, conn_id);
     let mut read = BatchBuilder::new();
-    let slot = read.read(db::hget(&conn_key, f::NODE));
-    let node = db::execute_read(read.build())?
-        .take(slot)?
-        .ok_or_else(|| fail::unknown_connection(conn_id))?;
+    let slot = read.read(db::hmget(&conn_key, &[f::NODE, f::USER]));
+    let mut fields = db::execute_read(read.build())?.take(slot)?.into_iter();
+    let (Some(node), Some(user)) = (fields.next().flatten(), fields.next().flatten()) else {
+        return Err(fail::unknown_connection(conn_id));
+    };
     // The node never changes, so this guard fails only if the connection went meanwhile.
     let guard = db::field_is(&conn_key, f::NODE, Some(&node));
-    let (batch, removal) = removal_batch(digest, conn_id, Some(&node), vec![guard]);
+    let (batch, removal) = removal_batch(digest, conn_id, Some(&node), &user, vec![guard]);
     match db::execute_one(batch)? {
         Outcome::Applied(replies) => announce_leave(ctx, conn_id, &removal, replies)?
             .ok_or_else(|| fail::unknown_connection(conn_id)),
@@ -569,30 +979,37 @@ pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     }
 }
 
-/// The handle to what a removal batch read before removing: the connection's room, user
-/// and epoch.
+/// The handle to what a removal batch read before removing: the connection's room, user,
+/// epoch and state.
 pub struct Removal {
     record: Slot<Vec<Option<String>>>,
 }
 
-/// The batch that removes a connection everywhere (its record, its room's set, its
-/// bucket's expiry index, and the set of `node`, the node that created it, when known) if
-/// `guards` hold, reading first what its `leave` needs. Shared by leave and the reaper.
+/// The batch that removes a connection everywhere (its record, its room's set, its user's
+/// count, its bucket's expiry index, and the set of `node`, the node that created it, when
+/// known) if `guards` hold and the record is still `user`'s, reading first what its `leave`
+/// needs. Shared by leave, a replacing join and the reaper.
 pub fn removal_batch(
     digest: u64,
     conn_id: &str,
     node: Option<&str>,
+    user: &str,
     guards: Vec<Guard>,
 ) -> (Batch, Removal) {
     let conn_key = keys::conn_key(digest, conn_id);
+    let users_key = keys::users_key(digest);
     let bucket = keys::bucket(digest);
     let mut batch = BatchBuilder::new();
     for guard in guards {
         batch.guard(guard);
     }
-    let record = batch.read(db::hmget(&conn_key, &[f::ROOM, f::USER, f::EPOCH]));
+    // The user count below is this user's: the record must say so.
+    batch.guard(db::field_is(&conn_key, f::USER, Some(user)));
+    let record = batch.read(db::hmget(&conn_key, &LEAVE_FIELDS));
     batch.op(db::del(&conn_key));
     batch.op(db::srem(&keys::room_key(digest), conn_id));
+    batch.op(db::zincrby(&users_key, user, -1));
+    batch.op(db::zrem_range_by_score(&users_key, i64::MIN, 0));
     batch.op(db::zrem(&keys::expiry_key(bucket), conn_id));
     if let Some(node) = node {
         batch.op(db::srem(&keys::node_key(bucket, node), conn_id));
@@ -600,8 +1017,8 @@ pub fn removal_batch(
     (batch.build(), Removal { record })
 }
 
-/// Publishes the `leave` of an applied [`removal_batch`]; none when the record was already
-/// incomplete (nothing to announce).
+/// Publishes the `leave` of an applied [`removal_batch`], with the connection's last state;
+/// none when the record was already incomplete (nothing to announce).
 pub fn announce_leave(
     ctx: &CallContext,
     conn_id: &str,
@@ -613,12 +1030,16 @@ pub fn announce_leave(
         return Ok(None);
     };
     let epoch = db::parse_u64(fields.next().flatten().as_deref()).unwrap_or(0);
+    let state = fields
+        .next()
+        .flatten()
+        .unwrap_or_else(|| String::from("{}"));
     crate::host::publish(&Event::Presence(PresenceEvent {
         change: PresenceChange::Leave,
         room_id: room_id.clone(),
         user_id: user_id.clone(),
         conn_id: conn_id.to_owned(),
-        state: None,
+        state: state.clone(),
         ts: ctx.now,
         epoch,
     }));
@@ -627,6 +1048,7 @@ pub fn announce_leave(
         user_id,
         conn_id: conn_id.to_owned(),
         epoch,
+        state,
     }))
 }
 
@@ -645,6 +1067,8 @@ mod tests {
             default_lock_ttl_ms: 30_000,
             max_lock_ttl_ms: 60_000,
             node_lease_ms: 5_000,
+            max_snapshot_members: 100,
+            max_snapshot_bytes: 4096,
         }
     }
 
@@ -654,6 +1078,7 @@ mod tests {
             user_id: "ada".into(),
             state: state.map(str::to_owned),
             nonce: 1,
+            replaces: None,
         }
     }
 
@@ -696,7 +1121,8 @@ mod tests {
         assert!(is_live(u64::MAX, 0, u64::MAX));
     }
 
-    /// Heartbeats with malformed connection ids never reach the store.
+    /// Heartbeats with malformed connection ids or epochs past the safe range never reach
+    /// the store.
     #[test]
     fn heartbeat_validation() {
         let s = settings();
@@ -721,6 +1147,38 @@ mod tests {
             .unwrap();
         assert!(beat.patch.is_none(), "an empty patch is no patch");
         assert_eq!(beat.digest, keys::digest("lobby"));
+        for (epoch, ok) in [(MAX_EPOCH, true), (MAX_EPOCH + 1, false), (u64::MAX, false)] {
+            let mut beat = request(&id, None);
+            beat.epoch = Some(epoch);
+            assert_eq!(validate_heartbeat(beat, &s).is_ok(), ok, "epoch {epoch}");
+        }
+    }
+
+    /// The step guard appears only for epochs far above both `now` and (by its bound) the
+    /// stored epoch.
+    #[test]
+    fn epoch_step_guard() {
+        let ctx = ctx();
+        let id = keys::conn_id(keys::digest("lobby"), 9);
+        let beat = |epoch: u64| Beat {
+            conn_id: id.clone(),
+            digest: keys::digest("lobby"),
+            epoch: Some(epoch),
+            patch: None,
+        };
+        assert!(refresh_batch(&ctx, &beat(ctx.now + 5)).1.step.is_none());
+        assert!(
+            refresh_batch(&ctx, &beat(ctx.now + MAX_EPOCH_STEP))
+                .1
+                .step
+                .is_none()
+        );
+        let (batch, refresh) = refresh_batch(&ctx, &beat(ctx.now + MAX_EPOCH_STEP + 1));
+        assert!(refresh.step.is_some());
+        assert!(matches!(
+            batch.guards.last(),
+            Some(Guard::FieldAtLeast(g)) if g.bound == score(ctx.now + 1)
+        ));
     }
 
     /// A patch yields a new state only when it changes something, and never past the limit.
@@ -771,5 +1229,28 @@ mod tests {
         assert!(snapshot_entry(&ctx, "lobby", "c1", fields("lobby", 1_000)).is_none());
         assert!(snapshot_entry(&ctx, "lobby", "c1", fields("other", 90_000)).is_none());
         assert!(snapshot_entry(&ctx, "lobby", "c1", vec![None; 6]).is_none());
+    }
+
+    /// A replacing join in the same room counts the replaced connection as leaving (its
+    /// place is free) and requires it to exist; elsewhere the room's limit is plain.
+    #[test]
+    fn replacing_join_frees_its_place() {
+        let ctx = ctx();
+        let request = join_request(None);
+        let digest = keys::digest("lobby");
+        let id = keys::conn_id(digest, 2);
+        let old = keys::conn_id(digest, 1);
+        let (batch, create) = create_batch(&ctx, &request, digest, &id, "{}", 7, Some(&old));
+        assert!(create.replaced_exists.is_some());
+        assert!(batch.guards.iter().any(|g| matches!(
+            g,
+            Guard::SizeBelow(s) if s.limit == ctx.settings.max_room_members + 1
+        )));
+        let (batch, create) = create_batch(&ctx, &request, digest, &id, "{}", 7, None);
+        assert!(create.replaced_exists.is_none());
+        assert!(batch.guards.iter().any(|g| matches!(
+            g,
+            Guard::SizeBelow(s) if s.limit == ctx.settings.max_room_members
+        )));
     }
 }

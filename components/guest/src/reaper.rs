@@ -1,16 +1,23 @@
 //! The reaper: removes connections whose last heartbeat is older than the TTL, and the
 //! connections of nodes whose lease expired (nodes that died without a goodbye).
 //!
-//! One tick is at most three round trips whatever the deployment's size:
+//! One tick is at most four round trips whatever the deployment's size:
 //! 1. a scan of every bucket's expiry index, and of the lease registry for dead nodes;
-//! 2. the creating node of each stale connection, and the per-bucket sets of dead nodes;
-//! 3. one guarded removal batch per connection, plus the registry entries of dead nodes
+//! 2. the creating node and user of each stale connection, and the per-bucket sets of
+//!    dead nodes;
+//! 3. the users of the dead nodes' connections (only when a node died);
+//! 4. one guarded removal batch per connection, plus the registry entries of dead nodes
 //!    that have nothing left.
+//!
+//! A paced tick (`at-most-every-ms`, for deployments without a scheduler) first takes a
+//! shared mark in the store, and does nothing when another tick took it within the pace.
 //!
 //! Guards make every removal exactly-once when several nodes reap at once, and keep a
 //! connection that heart-beat since the scan: a stale connection is removed only while it
 //! is still in the index with a stale score; an orphan only while its record still names
-//! the dead node; a dead node's lease only while it is still expired.
+//! the dead node; a dead node's lease only while it is still expired. An index entry whose
+//! record is already gone (it expired by the store's lookback: nothing reaped it in time)
+//! is dropped from the indexes; there is nothing left to announce.
 
 use crate::bindings::roster::hub::store::Batch;
 use crate::db::{self, BatchBuilder, Outcome, Read, Slot, score};
@@ -39,6 +46,10 @@ struct Doomed {
     conn_id: String,
     /// Why: stale (expiry index) or orphaned (of this dead node).
     dead_node: Option<String>,
+    /// Who created it, as its record says (none: the record is gone).
+    creator: Option<String>,
+    /// Its user, as its record says (none: the record is gone).
+    user: Option<String>,
 }
 
 /// Renews this node's lease.
@@ -64,8 +75,27 @@ fn reply<T: db::ReplyKind>(outcome: Option<Outcome>, slot: Slot<T>) -> Result<T,
         .take(slot)
 }
 
+/// Takes the pacing mark for `pace_ms`; false when another tick holds it.
+fn take_pace(ctx: &CallContext, pace_ms: u64) -> Result<bool, Failure> {
+    let key = keys::tick_key();
+    let mut batch = BatchBuilder::new();
+    batch.guard(db::absent(&key));
+    batch.op(db::set(&key, &ctx.node_id, Some(pace_ms.max(1))));
+    Ok(db::execute_one(batch.build())?.is_applied())
+}
+
 /// One reaper tick.
 pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failure> {
+    let idle = TickReport {
+        reaped: 0,
+        orphans: 0,
+        more: false,
+    };
+    if let Some(pace) = options.at_most_every_ms
+        && !take_pace(ctx, pace)?
+    {
+        return Ok(idle);
+    }
     let cutoff = stale_cutoff(ctx.now, ctx.settings.ttl_ms);
     let leases = keys::leases_key();
 
@@ -105,6 +135,8 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
             bucket,
             conn_id,
             dead_node: None,
+            creator: None,
+            user: None,
         }));
     }
     let mut dead: Vec<String> = match lease_scan {
@@ -115,21 +147,16 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
     more |= dead.len() > DEAD_NODES_PER_TICK as usize;
     dead.truncate(DEAD_NODES_PER_TICK as usize);
     if doomed.is_empty() && dead.is_empty() {
-        return Ok(TickReport {
-            reaped: 0,
-            orphans: 0,
-            more,
-        });
+        return Ok(TickReport { more, ..idle });
     }
 
-    // 2. Who created each stale connection; what each dead node left behind.
+    // 2. Who created each stale connection, and whose it is; what each dead node left.
     let mut reads: Vec<Batch> = Vec::new();
-    let mut node_slots = Vec::with_capacity(doomed.len());
+    let mut record_slots = Vec::with_capacity(doomed.len());
     for d in &doomed {
-        let digest = keys::conn_room_digest(&d.conn_id).unwrap_or_default();
-        let (batch, slot) = single(db::hget(&keys::conn_key(digest, &d.conn_id), f::NODE));
+        let (batch, slot) = single(record_read(&d.conn_id));
         reads.push(batch);
-        node_slots.push(slot);
+        record_slots.push(slot);
     }
     let mut set_slots = Vec::with_capacity(dead.len() * usize::from(keys::BUCKETS));
     for node in &dead {
@@ -140,13 +167,14 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
         }
     }
     let mut outcomes = db::execute(&reads)?.into_iter();
-    let mut creators: Vec<Option<String>> = Vec::with_capacity(doomed.len());
-    for slot in node_slots {
-        creators.push(reply(outcomes.next(), slot)?);
+    for (d, slot) in doomed.iter_mut().zip(record_slots) {
+        let mut fields = reply(outcomes.next(), slot)?.into_iter();
+        d.creator = fields.next().flatten();
+        d.user = fields.next().flatten();
     }
     let mut set_slots = set_slots.into_iter();
     let mut finished = Vec::new();
-    let mut orphans = 0usize;
+    let mut orphans = Vec::new();
     for node in &dead {
         let mut left = 0usize;
         for bucket in 0..keys::BUCKETS {
@@ -156,16 +184,16 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
             let conns = reply(outcomes.next(), slot)?;
             left += conns.len();
             for conn_id in conns {
-                if orphans >= ORPHANS_PER_TICK {
+                if orphans.len() >= ORPHANS_PER_TICK {
                     more = true;
                     break;
                 }
-                orphans += 1;
-                creators.push(Some(node.clone()));
-                doomed.push(Doomed {
+                orphans.push(Doomed {
                     bucket,
                     conn_id,
                     dead_node: Some(node.clone()),
+                    creator: Some(node.clone()),
+                    user: None,
                 });
             }
         }
@@ -174,17 +202,35 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
         }
     }
 
-    // 3. Remove, each under its guard; retire dead nodes with nothing left.
+    // 3. Whose each orphan is (its removal decrements its user's count).
+    if !orphans.is_empty() {
+        let (batches, slots): (Vec<Batch>, Vec<_>) = orphans
+            .iter()
+            .map(|d| single(record_read(&d.conn_id)))
+            .unzip();
+        let mut outcomes = db::execute(&batches)?.into_iter();
+        for (d, slot) in orphans.iter_mut().zip(slots) {
+            d.user = reply(outcomes.next(), slot)?.into_iter().nth(1).flatten();
+        }
+        doomed.extend(orphans);
+    }
+
+    // 4. Remove, each under its guard; retire dead nodes with nothing left.
     let mut removals = Vec::with_capacity(doomed.len() + finished.len());
     let mut removal_of = Vec::with_capacity(doomed.len());
-    for (d, creator) in doomed.iter().zip(&creators) {
-        let Some(digest) = keys::conn_room_digest(&d.conn_id) else {
-            // Not one of our ids: drop it from where it was found.
+    for d in &doomed {
+        let digest = keys::conn_room_digest(&d.conn_id);
+        let (Some(digest), Some(user)) = (digest, &d.user) else {
+            // Not one of our ids, or its record is gone: drop it from where it was found
+            // (and from its room's set); there is nothing to announce.
             let mut batch = BatchBuilder::new();
             batch.op(match &d.dead_node {
                 None => db::zrem(&keys::expiry_key(d.bucket), &d.conn_id),
                 Some(node) => db::srem(&keys::node_key(d.bucket, node), &d.conn_id),
             });
+            if let Some(digest) = digest {
+                batch.op(db::srem(&keys::room_key(digest), &d.conn_id));
+            }
             removals.push(batch.build());
             removal_of.push(None);
             continue;
@@ -199,11 +245,11 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
                 score(cutoff.unwrap_or(0)),
             ));
         }
-        if let Some(creator) = creator {
+        if let Some(creator) = &d.creator {
             guards.push(db::field_is(&conn_key, f::NODE, Some(creator)));
         }
         let (batch, removal) =
-            presence::removal_batch(digest, &d.conn_id, creator.as_deref(), guards);
+            presence::removal_batch(digest, &d.conn_id, d.creator.as_deref(), user, guards);
         removals.push(batch);
         removal_of.push(Some((removals.len() - 1, removal)));
         if let Some(node) = &d.dead_node {
@@ -245,6 +291,12 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
         orphans: orphaned,
         more,
     })
+}
+
+/// The read of a connection's creating node and user (none for an id that is not ours).
+fn record_read(conn_id: &str) -> Read<Vec<Option<String>>> {
+    let digest = keys::conn_room_digest(conn_id).unwrap_or_default();
+    db::hmget(&keys::conn_key(digest, conn_id), &[f::NODE, f::USER])
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ mod bindings {
 
 use bindings::exports::roster::hub::presence::Guest;
 use roster_guest::types::{
-    CallContext, Conn, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined, Left,
+    CallContext, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined, Left, Occupancy,
+    SnapshotPage, SnapshotRequest,
 };
 
 struct Component;
@@ -40,7 +41,11 @@ impl Guest for Component {
         roster_guest::presence::leave(&ctx, &conn_id)
     }
 
-    fn snapshot(ctx: CallContext, room_id: String) -> Result<Vec<Conn>, Failure> {
-        roster_guest::presence::snapshot(&ctx, &room_id)
+    fn snapshot(ctx: CallContext, request: SnapshotRequest) -> Result<SnapshotPage, Failure> {
+        roster_guest::presence::snapshot(&ctx, request)
+    }
+
+    fn count(_ctx: CallContext, room_id: String) -> Result<Occupancy, Failure> {
+        roster_guest::presence::count(&room_id)
     }
 }

@@ -357,7 +357,7 @@ mod tests {
             room_id: room.into(),
             user_id: "u".into(),
             conn_id: conn.into(),
-            state: Some("{}".into()),
+            state: "{}".into(),
             ts: 1,
             epoch: 1,
         })

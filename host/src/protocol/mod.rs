@@ -66,6 +66,22 @@ mod tests {
         assert!(err.message.starts_with("data.epoch:"), "{}", err.message);
     }
 
+    /// Payloads are objects: arrays, strings and null are refused whatever their contents.
+    #[test]
+    fn payloads_are_objects() {
+        for data in [r#"["lobby","u"]"#, "[]", r#""lobby""#, "null", "5", "true"] {
+            let err = decode::<JoinData>(Some(&raw(data)), ErrorCode::InvalidPayload).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidPayload);
+            assert!(
+                err.message.starts_with("data must be a JSON object"),
+                "{data}: {}",
+                err.message
+            );
+        }
+        let err = decode_body::<HeartbeatBody>(b" []", 100, ErrorCode::InvalidPayload).unwrap_err();
+        assert!(err.message.contains("not an array"), "{}", err.message);
+    }
+
     /// `null` optional fields read as absent; extra fields are ignored.
     #[test]
     fn nulls_and_extra_fields() {
@@ -97,10 +113,23 @@ mod tests {
                 epoch: 7,
                 last_seen: 9,
             }],
+            next: None,
+            replace_pending: false,
         });
         assert_eq!(
             reply_json(&Ok(joined)),
             r#"{"ok":true,"snapshot":[{"connId":"c1","userId":"u","state":{"a":1},"epoch":7,"lastSeen":9}],"self":{"connId":"c1","epoch":7}}"#
+        );
+        let partial = Ack::joined(types::Joined {
+            conn_id: "c1".into(),
+            epoch: 7,
+            snapshot: Vec::new(),
+            next: Some("c0".into()),
+            replace_pending: false,
+        });
+        assert_eq!(
+            reply_json(&Ok(partial)),
+            r#"{"ok":true,"snapshot":[],"self":{"connId":"c1","epoch":7},"partial":true,"cursor":"c0"}"#
         );
         let error = ApiError::new(ErrorCode::StaleEpoch, "old");
         assert_eq!(
@@ -109,7 +138,7 @@ mod tests {
         );
     }
 
-    /// Events serialise once with the protocol's field names; leave carries `state: null`.
+    /// Events serialise once with the protocol's field names; leave carries the last state.
     #[test]
     fn event_shapes() {
         let published = Published::from_event(Event::Presence(types::PresenceEvent {
@@ -117,14 +146,14 @@ mod tests {
             room_id: "r".into(),
             user_id: "u".into(),
             conn_id: "c".into(),
-            state: None,
+            state: r#"{"status":"away"}"#.into(),
             ts: 5,
             epoch: 6,
         }));
         assert_eq!(published.leave_of.as_deref(), Some("c"));
         assert_eq!(
             published.ws_frame(),
-            r#"{"event":"presence:event","data":{"type":"leave","roomId":"r","userId":"u","connId":"c","state":null,"ts":5,"epoch":6}}"#
+            r#"{"event":"presence:event","data":{"type":"leave","roomId":"r","userId":"u","connId":"c","state":{"status":"away"},"ts":5,"epoch":6}}"#
         );
         let published = Published::from_event(Event::Metadata(types::MetadataEvent {
             operation: MetadataOperation::Update,

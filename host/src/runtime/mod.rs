@@ -49,8 +49,9 @@ use bindings::metadata::{MetadataComponent, MetadataComponentPre};
 use bindings::presence::{PresenceComponent, PresenceComponentPre};
 use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
-    CallContext, Channel, ChannelState, Conn, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest,
-    Joined, Left, LockInfo, LockRequest, TickOptions, TickReport, WriteRequest,
+    CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest,
+    Joined, Left, LockInfo, LockRequest, Occupancy, SnapshotPage, SnapshotRequest, TickOptions,
+    TickReport, WriteRequest,
 };
 use cache::{ArtifactCache, Origin};
 pub use host::HostState;
@@ -992,13 +993,30 @@ impl Runtime {
     pub async fn snapshot(
         &self,
         ctx: &CallContext,
-        room_id: &str,
-    ) -> Result<Result<Vec<Conn>, Failure>, CallError> {
+        request: &SnapshotRequest,
+    ) -> Result<Result<SnapshotPage, Failure>, CallError> {
         self.call(
             &self.presence,
             async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
                 c.roster_hub_presence()
-                    .call_snapshot(store, ctx, room_id)
+                    .call_snapshot(store, ctx, request)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// `presence.count`.
+    pub async fn count(
+        &self,
+        ctx: &CallContext,
+        room_id: &str,
+    ) -> Result<Result<Occupancy, Failure>, CallError> {
+        self.call(
+            &self.presence,
+            async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
+                c.roster_hub_presence()
+                    .call_count(store, ctx, room_id)
                     .await
             },
         )

@@ -183,6 +183,14 @@ impl Store for MemoryStore {
     }
 }
 
+/// A stored number as Redis' scripts read it (`tonumber`): a double, none when not a number.
+fn as_double(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|value| value.is_finite())
+}
+
 fn wrong_type(key: &str, found: Kind, wanted: Kind) -> StoreError {
     StoreError::Rejected(format!(
         "WRONGTYPE: key {key:?} holds a {found:?}, the operation needs a {wanted:?}"
@@ -202,8 +210,13 @@ fn op_kinds(op: &Op) -> (Option<Kind>, Effect) {
         Op::Hset(_) => (Some(Kind::Hash), Effect::Becomes(Kind::Hash)),
         Op::Srem(_) | Op::Smembers(_) | Op::Scard(_) => (Some(Kind::Set), Effect::Keep),
         Op::Sadd(_) => (Some(Kind::Set), Effect::Becomes(Kind::Set)),
-        Op::Zrem(_) | Op::ZrangeByScore(_) => (Some(Kind::Zset), Effect::Keep),
-        Op::Zadd(_) => (Some(Kind::Zset), Effect::Becomes(Kind::Zset)),
+        Op::Zrem(_)
+        | Op::ZrangeByScore(_)
+        | Op::Zscore(_)
+        | Op::ZremRangeByScore(_)
+        | Op::Zcard(_) => (Some(Kind::Zset), Effect::Keep),
+        Op::Zadd(_) | Op::Zincrby(_) => (Some(Kind::Zset), Effect::Becomes(Kind::Zset)),
+        Op::Hstrlen(_) => (Some(Kind::Hash), Effect::Keep),
     }
 }
 
@@ -218,7 +231,7 @@ fn guard_kind(guard: &Guard) -> Option<Kind> {
         Guard::Exists(_) | Guard::Absent(_) | Guard::SizeBelow(_) => None,
         Guard::ValueIs(_) => Some(Kind::Str),
         Guard::FieldIs(_) | Guard::FieldAtMost(_) | Guard::FieldAtLeast(_) => Some(Kind::Hash),
-        Guard::ScoreAtMost(_) => Some(Kind::Zset),
+        Guard::ScoreAtMost(_) | Guard::ScoreAbsentOrBelow(_) => Some(Kind::Zset),
     }
 }
 
@@ -306,14 +319,16 @@ impl Shard {
                 current == g.value.as_deref()
             }
             Guard::FieldIs(g) => self.field(&g.key, &g.field, now) == g.value.as_deref(),
+            // Numbers compare as Redis' scripts compare them (`tonumber`: doubles), so both
+            // stores give the same answer for any text, even past 2^53.
             Guard::FieldAtMost(g) => self
                 .field(&g.key, &g.field, now)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v <= g.bound),
+                .and_then(as_double)
+                .is_some_and(|v| v <= g.bound as f64),
             Guard::FieldAtLeast(g) => self
                 .field(&g.key, &g.field, now)
-                .and_then(|v| v.parse::<i64>().ok())
-                .is_some_and(|v| v >= g.bound),
+                .and_then(as_double)
+                .is_some_and(|v| v >= g.bound as f64),
             Guard::SizeBelow(g) => {
                 let len = self.live(&g.key, now).map_or(0, |e| e.value.len());
                 len < usize::try_from(g.limit).unwrap_or(usize::MAX)
@@ -322,6 +337,18 @@ impl Shard {
                 Some(Value::Zset(z)) => z.scores.get(&g.member).is_some_and(|s| *s <= g.bound),
                 _ => false,
             },
+            Guard::ScoreAbsentOrBelow(g) => match self.live(&g.key, now).map(|e| &e.value) {
+                Some(Value::Zset(z)) => z.scores.get(&g.member).is_none_or(|s| *s < g.bound),
+                _ => true,
+            },
+        }
+    }
+
+    /// The sorted set at `key`, if there is one.
+    fn zset(&mut self, key: &str, now: u64) -> Option<&mut Zset> {
+        match self.live(key, now).map(|e| &mut e.value) {
+            Some(Value::Zset(z)) => Some(z),
+            _ => None,
         }
     }
 
@@ -477,6 +504,54 @@ impl Shard {
                 }
                 self.drop_if_empty(&o.key);
                 Reply::Int(removed)
+            }
+            Op::Zscore(o) => match self.zset(&o.key, now).and_then(|z| z.scores.get(&o.member)) {
+                Some(score) => Reply::Int(*score),
+                None => Reply::None,
+            },
+            Op::Zincrby(o) => {
+                let mut next = o.delta;
+                if let Value::Zset(z) = &mut self
+                    .entry(o.key, now, || Value::Zset(Zset::default()))
+                    .value
+                {
+                    let old = z.scores.get(&o.member).copied();
+                    if let Some(old) = old {
+                        z.order.remove(&(old, o.member.clone()));
+                        next = old.saturating_add(o.delta);
+                    }
+                    z.scores.insert(o.member.clone(), next);
+                    z.order.insert((next, o.member));
+                }
+                Reply::Int(next)
+            }
+            Op::ZremRangeByScore(o) => {
+                let mut removed = 0;
+                if let Some(z) = self.zset(&o.key, now)
+                    && o.min <= o.max
+                {
+                    let doomed: Vec<(i64, String)> = z
+                        .order
+                        .range((o.min, String::new())..)
+                        .take_while(|(score, _)| *score <= o.max)
+                        .cloned()
+                        .collect();
+                    for (score, member) in doomed {
+                        z.order.remove(&(score, member.clone()));
+                        z.scores.remove(&member);
+                        removed += 1;
+                    }
+                }
+                self.drop_if_empty(&o.key);
+                Reply::Int(removed)
+            }
+            Op::Zcard(key) => {
+                let len = self.zset(&key, now).map_or(0, |z| z.scores.len());
+                Reply::Int(i64::try_from(len).unwrap_or(i64::MAX))
+            }
+            Op::Hstrlen(o) => {
+                let len = self.field(&o.key, &o.field, now).map_or(0, str::len);
+                Reply::Int(i64::try_from(len).unwrap_or(i64::MAX))
             }
             Op::ZrangeByScore(o) => match self.live(&o.key, now).map(|e| &e.value) {
                 Some(Value::Zset(z)) if o.min <= o.max => Reply::Members(

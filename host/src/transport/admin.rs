@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -24,13 +23,17 @@ use crate::protocol::{self, ApiError};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::runtime::{SlotName, SwapError};
 
-/// The admin routes, with their own body limit (components are larger than requests).
+/// The admin routes (behind the token), with their own body limit: components are larger
+/// than requests.
 pub fn routes(hub: &Arc<Hub>) -> Router<Arc<Hub>> {
+    use super::http::allow;
     Router::new()
-        .route("/admin/components", get(list))
-        .route("/admin/components/{slot}", put(swap))
-        .route("/admin/components/{slot}/rollback", post(rollback))
-        .layer(DefaultBodyLimit::max(hub.config().max_component_bytes))
+        .route("/admin/components", allow(get(list), "GET"))
+        .route("/admin/components/{slot}", allow(put(swap), "PUT"))
+        .route(
+            "/admin/components/{slot}/rollback",
+            allow(post(rollback), "POST"),
+        )
         .route_layer(middleware::from_fn_with_state(Arc::clone(hub), authorize))
 }
 
@@ -107,10 +110,15 @@ async fn list(State(hub): State<Arc<Hub>>) -> Response {
     })
 }
 
-async fn swap(State(hub): State<Arc<Hub>>, Path(name): Path<String>, body: Bytes) -> Response {
+async fn swap(State(hub): State<Arc<Hub>>, Path(name): Path<String>, request: Request) -> Response {
     let slot: SlotName = match name.parse() {
         Ok(slot) => slot,
         Err(why) => return unknown_slot(why),
+    };
+    let max = hub.config().max_component_bytes;
+    let body = match super::http::read_body(request, max, ErrorCode::InvalidPayload).await {
+        Ok(body) => body,
+        Err(refused) => return super::http::respond(Err(refused)),
     };
     if body.is_empty() {
         return error(

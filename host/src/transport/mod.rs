@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,7 +34,6 @@ pub const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// The node's router, and the Socket.IO handle that closes its transports at shutdown.
 pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
-    let body_limit = hub.config().hard_frame_limit();
     let (socketio, io) = socketio::layer(&hub);
     let cors = match hub.config().cors_origin_list() {
         Ok(Some(origins)) => CorsLayer::new().allow_origin(AllowOrigin::list(origins)),
@@ -44,16 +43,15 @@ pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
     .allow_methods(AllowMethods::mirror_request())
     .allow_headers(AllowHeaders::mirror_request());
     let router = Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/ws", http::allow(get(ws::upgrade), "GET"))
+        .route("/healthz", http::allow(get(healthz), "GET"))
+        .route("/readyz", http::allow(get(readyz), "GET"))
+        .route("/metrics", http::allow(get(metrics), "GET"))
         .merge(http::routes())
         .merge(admin::routes(&hub))
         .layer(socketio)
         .layer(axum::middleware::map_request(socketio::own_head))
         .layer(cors)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(hub);
     (router, io)
 }

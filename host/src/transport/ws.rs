@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,14 +38,32 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes of outgoing frames buffered before a write (every frame is flushed anyway).
 const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
-/// `GET /ws`: upgrades to a WebSocket if the node has room.
-pub async fn upgrade(State(hub): State<Arc<Hub>>, ws: WebSocketUpgrade) -> Response {
+/// `GET /ws`: upgrades to a WebSocket if the node has room. A request that is not a
+/// WebSocket upgrade gets the contract's error (400), a full node a 503 with its reason.
+pub async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let error = ApiError::new(
+                ErrorCode::InvalidPayload,
+                format!("/ws takes WebSocket upgrades only: {rejection}"),
+            );
+            let mut response = super::http::respond(Err(error));
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            return response;
+        }
+    };
     let Some(permit) = hub.admit_socket() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
+        let error = ApiError::new(
+            ErrorCode::RateLimited,
             "this node is at its socket limit or shutting down; try another node or later",
-        )
-            .into_response();
+        );
+        let mut response = super::http::respond(Err(error));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
     };
     let limit = hub.config().hard_frame_limit();
     let tasks = hub.socket_tasks().clone();

@@ -42,6 +42,7 @@ impl bindings::Guest for Cron {
         let config = config::Config::load().map_err(Error::Other)?;
         let options = TickOptions {
             reap_dead_nodes: false,
+            at_most_every_ms: None,
         };
         let (mut reaped, mut passes) = (0u32, 0u32);
         loop {

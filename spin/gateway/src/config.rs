@@ -6,13 +6,18 @@ use spin_sdk::variables;
 use crate::protocol::{
     DEFAULT_LOCK_TTL_MS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LOCK_TTL_MS,
     DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ITEMS, DEFAULT_MAX_ROOM_MEMBERS,
-    DEFAULT_MAX_STATE_BYTES, DEFAULT_NODE_LEASE_MS, DEFAULT_TTL_MS,
+    DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_MAX_SNAPSHOT_MEMBERS, DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_TTL_MS,
 };
 use crate::wit::types::{CallContext, Settings};
 
 /// The node id a Spin deployment stores with the connections it creates, and publishes
 /// events under, when `node_id` is not set.
 pub const DEFAULT_NODE_ID: &str = "spin";
+
+/// How often traffic may run the reaper when `reaper_interval_ms` is not set: a node's
+/// reaper interval.
+pub const DEFAULT_REAPER_INTERVAL_MS: u64 = 3_000;
 
 /// What one request runs with.
 pub struct Config {
@@ -26,6 +31,9 @@ pub struct Config {
     pub tick_token: Option<String>,
     /// `cors_origins`: `*`, or a comma-separated list of allowed origins.
     pub cors_origins: String,
+    /// `reaper_interval_ms`: joins, leaves, snapshots and counts run the reaper at most this
+    /// often across the deployment (0: never; a scheduler or the cron trigger ticks).
+    pub reaper_interval_ms: u64,
 }
 
 /// A variable's value, none when unset or empty (Spin gives undeclared variables as errors).
@@ -67,7 +75,11 @@ impl Config {
             max_metadata_bytes: number("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES)?,
             default_lock_ttl_ms: number("lock_ttl_ms", DEFAULT_LOCK_TTL_MS)?,
             max_lock_ttl_ms: number("max_lock_ttl_ms", DEFAULT_MAX_LOCK_TTL_MS)?,
-            node_lease_ms: DEFAULT_NODE_LEASE_MS,
+            // No lease: a Spin deployment is not a node that others could find dead.
+            node_lease_ms: 0,
+            max_snapshot_members: number("max_snapshot_members", DEFAULT_MAX_SNAPSHOT_MEMBERS)?
+                .max(1),
+            max_snapshot_bytes: number("max_snapshot_bytes", DEFAULT_MAX_SNAPSHOT_BYTES)?,
         };
         Ok(Config {
             settings,
@@ -75,6 +87,7 @@ impl Config {
             max_body_bytes: number("max_body_bytes", DEFAULT_MAX_FRAME_BYTES)?,
             tick_token: var("tick_token"),
             cors_origins: var("cors_origins").unwrap_or_else(|| "*".to_owned()),
+            reaper_interval_ms: number("reaper_interval_ms", DEFAULT_REAPER_INTERVAL_MS)?,
         })
     }
 

@@ -91,10 +91,15 @@ fn dispatch(request: &Request, config: &Config, route: Route) -> Reply {
     let max = config.max_body_bytes;
     match (route, request.method()) {
         (Route::Connections { room_id }, Method::Get) => {
-            let conns = presence::snapshot(&ctx, &room_id)?;
-            Ok(Ack::Snapshot(
-                conns.into_iter().map(protocol::ConnView::from).collect(),
-            ))
+            let page = route::snapshot_query(request.query(), room_id)?.into_request();
+            let page = presence::snapshot(&ctx, &page)?;
+            tick_on_traffic(config, &ctx);
+            Ok(Ack::snapshot(page))
+        }
+        (Route::Occupancy { room_id }, _) => {
+            let occupancy = presence::count(&ctx, &room_id)?;
+            tick_on_traffic(config, &ctx);
+            Ok(Ack::Count { room_id, occupancy })
         }
         (Route::Connections { room_id }, _) => {
             let body: JoinBody = protocol::decode_body(body, max, ErrorCode::InvalidPayload)?;
@@ -104,8 +109,11 @@ fn dispatch(request: &Request, config: &Config, route: Route) -> Reply {
                 user_id: data.user_id,
                 state: data.state.map(|raw| String::from(raw.get())),
                 nonce: random_u64(),
+                replaces: None,
             };
-            Ok(Ack::joined(presence::join(&ctx, &request)?))
+            let joined = presence::join(&ctx, &request)?;
+            tick_on_traffic(config, &ctx);
+            Ok(Ack::joined(joined))
         }
         (Route::Heartbeat { conn_id }, _) => {
             let body: HeartbeatBody = protocol::decode_body(body, max, ErrorCode::InvalidPayload)?;
@@ -126,6 +134,7 @@ fn dispatch(request: &Request, config: &Config, route: Route) -> Reply {
         }
         (Route::Connection { conn_id }, _) => {
             presence::leave(&ctx, &conn_id)?;
+            tick_on_traffic(config, &ctx);
             Ok(Ack::Done)
         }
         (Route::Metadata { channel }, Method::Get) => {
@@ -178,8 +187,30 @@ fn dispatch(request: &Request, config: &Config, route: Route) -> Reply {
 fn tick(ctx: &CallContext) -> Reply {
     let options = TickOptions {
         reap_dead_nodes: false,
+        at_most_every_ms: None,
     };
     Ok(Ack::Tick(reaper::tick(ctx, options)?))
+}
+
+/// After a request that changes or reads a room's membership, runs the reaper if no tick
+/// ran within `reaper_interval_ms` anywhere in the deployment (the reaper component keeps
+/// the pace in the store): a deployment nobody schedules still announces every silent
+/// connection's `leave` and keeps its indexes bounded. Its failure does not fail the
+/// request that triggered it.
+fn tick_on_traffic(config: &Config, ctx: &CallContext) {
+    if config.reaper_interval_ms == 0 {
+        return;
+    }
+    let options = TickOptions {
+        reap_dead_nodes: false,
+        at_most_every_ms: Some(config.reaper_interval_ms),
+    };
+    if let Err(failure) = reaper::tick(ctx, options) {
+        eprintln!(
+            "the reaper tick that traffic runs failed: {}",
+            failure.message
+        );
+    }
 }
 
 /// `/readyz`: Redis answers a read.

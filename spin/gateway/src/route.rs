@@ -15,6 +15,8 @@ pub enum Route {
     Ready,
     /// `/v1/rooms/{roomId}/connections`.
     Connections { room_id: String },
+    /// `/v1/rooms/{roomId}/occupancy`.
+    Occupancy { room_id: String },
     /// `/v1/connections/{connId}/heartbeat`.
     Heartbeat { conn_id: String },
     /// `/v1/connections/{connId}`.
@@ -51,6 +53,9 @@ impl Route {
             ["v1", "rooms", room, "connections"] => Route::Connections {
                 room_id: (*room).to_owned(),
             },
+            ["v1", "rooms", room, "occupancy"] => Route::Occupancy {
+                room_id: (*room).to_owned(),
+            },
             ["v1", "connections", conn, "heartbeat"] => Route::Heartbeat {
                 conn_id: (*conn).to_owned(),
             },
@@ -72,7 +77,7 @@ impl Route {
     /// The methods the route serves, as an `Allow` header says them.
     pub fn methods(&self) -> &'static str {
         match self {
-            Route::Health | Route::Ready => "GET",
+            Route::Health | Route::Ready | Route::Occupancy { .. } => "GET",
             Route::Connections { .. } => "GET, POST",
             Route::Heartbeat { .. } | Route::Tick => "POST",
             Route::Connection { .. } => "DELETE",
@@ -127,6 +132,24 @@ fn percent_decode(text: &str, plus: bool) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// The page a `GET /v1/rooms/{roomId}/connections` asks for (`cursor`, `limit`).
+pub fn snapshot_query(query: &str, room_id: String) -> Result<protocol::SnapshotData, ApiError> {
+    let limit = match query_value(query, "limit") {
+        None => None,
+        Some(text) => Some(text.parse::<u32>().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidPayload,
+                format!("the query is not valid: limit {text:?} is not a count"),
+            )
+        })?),
+    };
+    Ok(protocol::SnapshotData {
+        room_id,
+        cursor: query_value(query, "cursor"),
+        limit,
+    })
 }
 
 /// The first value of `name` in a query string.
