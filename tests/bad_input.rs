@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use roster_tests::{Ended, TestHost, WsClient, eventually};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -260,6 +261,60 @@ async fn frames_past_the_hard_limit_close_with_1009() {
         Ended::Closed(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
         other => panic!("expected a 1009 close, got {other:?}"),
     }
+}
+
+/// Frames far past the hard limit (1.01x, 2x and 8x the default 1 MiB), sent at once by many
+/// clients, are answered with a 1009 Close that the client reads every time, and the
+/// connection then ends cleanly: the server discards what the client still sends instead
+/// of resetting the connection under it (a reset makes browsers and Node's `ws` drop the
+/// Close they had not read yet and report 1006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_frames_read_1009_every_time() {
+    let host = TestHost::start().await;
+    let hard = host.hub.config().hard_frame_limit();
+    let url = host.url("/ws").replace("http://", "ws://");
+    for factor in [1.01, 2.0, 8.0] {
+        let frame = "x".repeat((hard as f64 * factor) as usize);
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                let url = url.clone();
+                let frame = frame.clone();
+                tokio::spawn(async move {
+                    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                    // The send may fail once the server closed its side; the close must
+                    // still be readable.
+                    let _ = socket.send(Message::text(frame)).await;
+                    let mut closed = None;
+                    while let Ok(Some(message)) =
+                        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+                    {
+                        match message {
+                            Ok(Message::Close(frame)) => closed = frame.map(|f| f.code),
+                            Ok(_) => {}
+                            Err(error) => {
+                                return Err(format!(
+                                    "the connection broke ({error}) after {closed:?}"
+                                ));
+                            }
+                        }
+                    }
+                    closed.ok_or_else(|| "no Close frame".to_owned())
+                })
+            })
+            .collect();
+        for client in clients {
+            assert_eq!(
+                client.await.unwrap(),
+                Ok(CloseCode::Size),
+                "a frame of {factor}x the hard limit"
+            );
+        }
+    }
+    // Nothing leaked: every socket left.
+    eventually("the sockets to close", || async {
+        host.hub.socket_count() == 0
+    })
+    .await;
 }
 
 /// Connection ids that do not exist (never joined, malformed, someone else's) are

@@ -29,6 +29,9 @@ async fn chaos_host(dir: &Path, deadline_ms: u64, memory_mib: u64) -> TestHost {
         c.components_dir = Some(dir);
         c.component_deadline_ms = deadline_ms;
         c.component_memory_mib = memory_mib;
+        // Limits that fit a small cap (the host refuses to start otherwise).
+        c.max_snapshot_bytes = 1024 * 1024;
+        c.heartbeat_batch = 16;
     })
     .await
 }

@@ -39,7 +39,6 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -212,14 +211,9 @@ impl Node {
         let (app, socketio) = transport::router(Arc::clone(&hub));
         let stopping = Arc::clone(&hub);
         let (drained, on_drained) = tokio::sync::oneshot::channel::<()>();
-        // Replies and events are small frames written one after another: with Nagle's
-        // algorithm a frame written while the previous one is unacknowledged waits for the
-        // client's delayed ACK (40 ms on Linux), which was the benchmarks' whole p99.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "TCP_NODELAY not set on an accepted socket");
-            }
-        });
+        // TCP_NODELAY (Nagle's delay was the benchmarks' whole p99) and lingering closes
+        // (a peer still sending reads the server's last frame instead of a reset).
+        let listener = transport::linger::Listener::new(listener);
         let served = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             // Drain before axum waits for in-flight requests: a Socket.IO long-poll is one,

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use socketioxide::SocketIo;
-
 use crate::hub::Hub;
+use crate::transport::socketio::Transports;
 
 /// Listens for SIGINT (Ctrl-C) and SIGTERM from the moment it is called (a signal that
 /// arrives while the node is still starting is not lost); the future resolves on the first.
@@ -40,7 +39,7 @@ pub fn signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send>
 
 /// Closes every socket (each leaves first) and waits for their tasks, then closes the
 /// Socket.IO transports; at most `grace` for each step.
-pub async fn drain(hub: &Hub, socketio: &SocketIo, grace: Duration) {
+pub async fn drain(hub: &Hub, socketio: &Transports, grace: Duration) {
     hub.shutdown_token().cancel();
     let tasks = hub.socket_tasks();
     tasks.close();
@@ -56,9 +55,16 @@ pub async fn drain(hub: &Hub, socketio: &SocketIo, grace: Duration) {
     }
     // Every session has left: drop the Socket.IO transports, which clients treat as a lost
     // connection and reconnect (to another node).
-    if tokio::time::timeout(grace, socketio.close()).await.is_err() {
+    socketio.close_all();
+    let closed = async {
+        while socketio.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(grace, closed).await.is_err() {
         tracing::warn!(
             ?grace,
+            open = socketio.open(),
             "the Socket.IO transports did not close within the grace period"
         );
     }

@@ -4,11 +4,14 @@
 //! - [`ws`]: the plain WebSocket transport at `/ws`;
 //! - [`http`]: the REST API under `/v1/`;
 //! - [`admin`]: the admin API under `/admin/` (components: list, swap, rollback);
+//! - [`linger`]: accepted connections: `TCP_NODELAY`, and closes that let a peer still
+//!   sending read the server's last frame;
 //! - here: `/healthz` (alive), `/readyz` (store reachable, not shutting down) and
 //!   `/metrics` (Prometheus text).
 
 pub mod admin;
 pub mod http;
+pub mod linger;
 pub mod socketio;
 pub mod ws;
 
@@ -21,7 +24,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use socketioxide::SocketIo;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
@@ -33,7 +35,7 @@ use crate::hub::Hub;
 pub const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// The node's router, and the Socket.IO handle that closes its transports at shutdown.
-pub fn router(hub: Arc<Hub>) -> (Router, SocketIo) {
+pub fn router(hub: Arc<Hub>) -> (Router, socketio::Transports) {
     let (socketio, io) = socketio::layer(&hub);
     let cors = match hub.config().cors_origin_list() {
         Ok(Some(origins)) => CorsLayer::new().allow_origin(AllowOrigin::list(origins)),

@@ -1,58 +1,135 @@
-//! The Socket.IO v4 transport at `/socket.io/`, on socketioxide: WebSocket, and HTTP
-//! long-polling with upgrade. Existing `socket.io-client` apps use the protocol's event
-//! names with acks, unchanged.
+//! The Socket.IO v4 transport at `/socket.io/`: Engine.IO (WebSocket, and HTTP long-polling
+//! with upgrade) from `engineioxide`, and the Socket.IO packet layer on top written here.
+//! Existing `socket.io-client` apps use the protocol's event names with acks, unchanged.
+//!
+//! **Why the packet layer is ours.** Roster promises that a bad payload never disconnects
+//! (DESIGN.md §2): a malformed packet on an intact frame gets an `INVALID_PAYLOAD` ack when
+//! it carries an ack id, and is dropped otherwise; the socket keeps its presence. A generic
+//! Socket.IO server closes the whole connection on any packet it cannot parse, and reads ack
+//! ids as `i64` (a larger one ran the request but could never be acked). The packet format
+//! itself is small (a type digit, attachments, a namespace, an ack id, a JSON array); what
+//! this module adds is how tolerant it is, and the echo of ack ids verbatim.
+//!
+//! Only the default namespace `/` exists. A socket connects to it with a `CONNECT` packet
+//! (admitted against the node's socket limit, or refused with `CONNECT_ERROR`); requests are
+//! `EVENT` packets `["presence:join", {...}]` with an ack id; pushes are `EVENT`s without one.
+//! Binary packets are not part of the protocol: a binary event is refused (acked with
+//! `INVALID_PAYLOAD` when it has an ack id) and its attachments are discarded.
 //!
 //! It shares everything with `/ws` but the framing: each socket gets a [`Peer`] on the bus
-//! and a [`Session`]. socketioxide runs every message handler as its own task, which would
-//! let two requests of one socket race; so the only handler is a fallback whose extractor
-//! ([`Enqueued`]) runs inline, in arrival order, and puts the request on the socket's
-//! inbox. One task per socket takes requests from the inbox in order, runs them through
-//! the session, and acks; a writer task emits the bus's events. A client that emits
-//! without an ack callback gets no ack, as Socket.IO does.
+//! and a [`Session`]. Engine.IO hands over packets on the connection's reader, in arrival
+//! order; each request goes on the socket's inbox there, and one task per socket runs the
+//! inbox through the session and acks, so a socket's requests run one at a time, in order.
+//! A writer task emits the bus's events. A client that emits without an ack callback gets
+//! no ack, as Socket.IO does.
 //!
 //! Disconnecting is leaving. On shutdown each socket leaves first; then the server closes
-//! the transports, which socket.io clients treat as a dropped connection and reconnect
-//! (to another node behind the load balancer).
+//! the transports, which socket.io clients treat as a dropped connection and reconnect (to
+//! another node behind the load balancer).
 
-use std::convert::Infallible;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use engineioxide::handler::EngineIoHandler;
+use engineioxide::layer::EngineIoLayer;
+use engineioxide::socket::Sid;
+use engineioxide::{DisconnectReason, Str};
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use socketioxide::SocketIo;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef};
-use socketioxide::handler::{ConnectHandler as _, FromMessageParts, Value};
-use socketioxide::layer::SocketIoLayer;
-use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::bus::{CloseReason, Outbound, Peer};
 use crate::hub::{Hub, SocketPermit};
-use crate::protocol::{ApiError, Reply};
+use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::session::Session;
 
 /// Requests one socket may have waiting; more get `RATE_LIMITED` at once.
 const INBOX: usize = 64;
 
-/// One request, as it arrived.
-struct Incoming {
-    event: Result<String, String>,
-    data: Option<Box<RawValue>>,
-    ack: AckSender,
+/// How long an Engine.IO session may stay without connecting to the namespace.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// The longest ack id echoed; a longer one cannot be answered (nothing reads it as a
+/// number), so its packet is refused like one without an ack id.
+const MAX_ACK_DIGITS: usize = 32;
+
+/// An Engine.IO socket carrying Socket.IO.
+type EngineSocket = engineioxide::Socket<SocketData>;
+
+/// What the Socket.IO layer keeps per Engine.IO socket.
+#[derive(Default)]
+pub struct SocketData {
+    /// Set when the client connected to the namespace: where its requests go.
+    connected: Mutex<Option<Connected>>,
+    /// Binary attachments still to discard (a refused binary packet announced them).
+    attachments: AtomicUsize,
+    /// Aborts the connect timeout once the client connected.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-/// The socket's inbox, kept in its extensions for [`Enqueued`]. Requests are boxed: the
-/// channel allocates room for 32 of its items per socket up front, 3 KiB unboxed.
-#[derive(Clone)]
-struct Inbox(mpsc::Sender<Box<Incoming>>);
+/// A socket connected to the namespace.
+struct Connected {
+    /// The socket's inbox; its session task owns the receiver.
+    inbox: mpsc::Sender<Box<Incoming>>,
+    /// The socket's side on the bus; cancelled when the transport closes.
+    peer: Arc<Peer>,
+}
 
-/// Builds the Socket.IO layer and its handle (kept to close every transport at shutdown).
-pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
+/// One request, as it arrived.
+struct Incoming {
+    event: String,
+    data: Option<Box<RawValue>>,
+    /// The ack id, digits as sent.
+    ack: Option<String>,
+}
+
+/// The Engine.IO handler: the Socket.IO packet layer.
+#[derive(Clone)]
+pub struct Handler {
+    hub: Arc<Hub>,
+    /// Every open Engine.IO socket, so shutdown can close the transports.
+    sockets: Arc<Mutex<HashMap<Sid, Arc<EngineSocket>>>>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("sockets", &self.sockets.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What shutdown needs of the Socket.IO transport.
+#[derive(Clone, Debug)]
+pub struct Transports {
+    handler: Handler,
+}
+
+impl Transports {
+    /// Closes every Engine.IO transport (clients see a lost connection and reconnect).
+    pub fn close_all(&self) {
+        let sockets: Vec<_> = self.handler.sockets.lock().values().cloned().collect();
+        for socket in sockets {
+            socket.close(DisconnectReason::ClosingServer);
+        }
+    }
+
+    /// Open Engine.IO transports.
+    pub fn open(&self) -> usize {
+        self.handler.sockets.lock().len()
+    }
+}
+
+/// Builds the Socket.IO layer and the handle shutdown closes its transports with.
+pub fn layer(hub: &Arc<Hub>) -> (EngineIoLayer<Handler>, Transports) {
     let config = hub.config();
     let limit = config.hard_frame_limit();
-    let (layer, io) = SocketIo::builder()
+    let engine = engineioxide::config::EngineIoConfig::builder()
+        .req_path("/socket.io")
         .ping_interval(Duration::from_millis(config.socketio_ping_interval_ms))
         .ping_timeout(Duration::from_millis(config.socketio_ping_timeout_ms))
         .max_payload(u64::try_from(limit).unwrap_or(u64::MAX))
@@ -60,47 +137,25 @@ pub fn layer(hub: &Arc<Hub>) -> (SocketIoLayer, SocketIo) {
         .ws_max_frame_size(limit)
         .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_buffer_size(config.max_pending_messages)
-        .build_layer();
-    let hub = Arc::clone(hub);
-    // The session is set up in a connect middleware, which socketioxide awaits before it
-    // sends CONNECT: a client's first event can never arrive before its handler exists
-    // (the connect handler proper runs on a task of its own, after CONNECT).
-    let connected = async |_: SocketRef| {};
-    io.ns(
-        "/",
-        connected.with(move |socket: SocketRef| {
-            let hub = Arc::clone(&hub);
-            async move { connect(hub, socket) }
-        }),
-    );
-    (layer, io)
-}
-
-/// Admits a socket and starts its session; a refusal reaches the client as `connect_error`.
-fn connect(hub: Arc<Hub>, socket: SocketRef) -> Result<(), &'static str> {
-    let Some(permit) = hub.admit_socket() else {
-        tracing::warn!(
-            "refusing a Socket.IO connection: the node is at its socket limit or shutting down"
-        );
-        return Err("this node is at its socket limit or shutting down; try another node or later");
+        .build();
+    let handler = Handler {
+        hub: Arc::clone(hub),
+        sockets: Arc::default(),
     };
-    let (inbox, requests) = mpsc::channel(INBOX);
-    socket.extensions.insert(Inbox(inbox));
-    socket.on_fallback(async |_: Enqueued| {});
-    let (tx, outbound) = mpsc::channel(hub.config().max_pending_messages);
-    let peer = Arc::new(Peer::new(hub.next_peer_id(), tx, hub.shutdown_token()));
-    let gone = Arc::clone(&peer);
-    socket.on_disconnect(async move || gone.cancel_token().cancel());
-    let tasks = hub.socket_tasks().clone();
-    tasks.spawn(serve(hub, socket, peer, requests, outbound, permit));
-    Ok(())
+    let transports = Transports {
+        handler: handler.clone(),
+    };
+    (
+        EngineIoLayer::from_config(Arc::new(handler), engine),
+        transports,
+    )
 }
 
-/// Gives a Socket.IO request a head of its own. socketioxide keeps each connection's request
-/// head for the connection's life (handlers may read it), and hyper parses heads without
-/// copying: the URI and header values are slices of the connection's read buffer, so that
-/// whole buffer (16 KiB) stayed allocated per socket. Copying the head (a few hundred
-/// bytes) lets it go. Other routes are untouched.
+/// Gives a Socket.IO request a head of its own. Engine.IO keeps each connection's request
+/// head for the connection's life, and hyper parses heads without copying: the URI and
+/// header values are slices of the connection's read buffer, so that whole buffer (16 KiB)
+/// stayed allocated per socket. Copying the head (a few hundred bytes) lets it go. Other
+/// routes are untouched.
 pub async fn own_head(mut request: axum::extract::Request) -> axum::extract::Request {
     use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
     if !request.uri().path().starts_with("/socket.io/") {
@@ -126,62 +181,327 @@ pub async fn own_head(mut request: axum::extract::Request) -> axum::extract::Req
     request
 }
 
-/// The extractor of the fallback handler: runs inline, in arrival order, and queues the
-/// request on the socket's inbox.
-struct Enqueued;
+/// A Socket.IO packet, as far as it reads.
+#[derive(Debug, PartialEq)]
+enum Packet<'a> {
+    /// `0`: connect to a namespace, with optional auth data.
+    Connect { namespace: &'a str },
+    /// `1`: leave a namespace.
+    Disconnect { namespace: &'a str },
+    /// `2`: an event; `data` is the JSON text after the header (an array when well formed).
+    Event {
+        namespace: &'a str,
+        ack: Option<&'a str>,
+        data: &'a str,
+    },
+    /// `5`: a binary event with its attachments' count.
+    BinaryEvent {
+        ack: Option<&'a str>,
+        attachments: usize,
+    },
+    /// `6`: a binary ack with its attachments' count.
+    BinaryAck { attachments: usize },
+    /// `3` (an ack from the client: the server asks for none), `4`, or nothing readable.
+    Ignored,
+}
 
-impl FromMessageParts<LocalAdapter> for Enqueued {
-    type Error = Infallible;
+/// Reads a packet's header: type, attachments, namespace, ack id.
+fn parse(text: &str) -> Packet<'_> {
+    let mut rest = text;
+    let Some(kind) = rest.chars().next() else {
+        return Packet::Ignored;
+    };
+    rest = &rest[kind.len_utf8()..];
+    let mut attachments = 0;
+    if matches!(kind, '5' | '6') {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        attachments = rest[..digits].parse().unwrap_or(0);
+        rest = &rest[digits..];
+        rest = rest.strip_prefix('-').unwrap_or(rest);
+    }
+    let mut namespace = "/";
+    if rest.starts_with('/') {
+        match rest.find(',') {
+            Some(comma) => {
+                namespace = &rest[..comma];
+                rest = &rest[comma + 1..];
+            }
+            None => {
+                namespace = rest;
+                rest = "";
+            }
+        }
+    }
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let ack = (digits > 0 && digits <= MAX_ACK_DIGITS).then(|| &rest[..digits]);
+    let data = &rest[digits..];
+    match kind {
+        '0' => Packet::Connect { namespace },
+        '1' => Packet::Disconnect { namespace },
+        '2' => Packet::Event {
+            namespace,
+            ack,
+            data,
+        },
+        '5' => Packet::BinaryEvent { ack, attachments },
+        '6' => Packet::BinaryAck { attachments },
+        _ => Packet::Ignored,
+    }
+}
 
-    fn from_message_parts(
-        socket: &Arc<Socket<LocalAdapter>>,
-        value: &mut Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Infallible> {
-        let ack = AckSender::from_message_parts(socket, value, ack_id)?;
-        let (event, data) = split_message(value);
-        let incoming = Box::new(Incoming { event, data, ack });
-        let Some(Inbox(inbox)) = socket.extensions.get::<Inbox>() else {
-            return Ok(Enqueued);
+/// Reads an event's arguments, `["event", data, ...]`: the name and the first argument
+/// (further arguments are ignored), or why it is not a request.
+fn event_arguments(data: &str) -> Result<(String, Option<Box<RawValue>>), String> {
+    let arguments: Vec<&RawValue> = serde_json::from_str(data).map_err(|error| {
+        let kind = serde_json::from_str::<&RawValue>(data)
+            .map(|raw| protocol::json_kind(raw.get()))
+            .ok();
+        match kind {
+            Some(kind) => format!("the packet's arguments are {kind}, not an array"),
+            None => format!("the packet is not JSON: {error}"),
+        }
+    })?;
+    let name = arguments
+        .first()
+        .ok_or_else(|| String::from("the packet has no arguments (no event name)"))?;
+    let name = serde_json::from_str::<String>(name.get()).map_err(|_| {
+        format!(
+            "the event name must be a string, not {}",
+            protocol::json_kind(name.get())
+        )
+    })?;
+    Ok((name, arguments.get(1).map(|data| (*data).to_owned())))
+}
+
+/// The ack packet of `reply` for ack id `ack`.
+fn ack_packet(ack: &str, reply: &Reply) -> String {
+    format!("3{ack}[{}]", protocol::reply_json(reply))
+}
+
+/// The event packet of a push.
+fn event_packet(name: &str, data: &RawValue) -> String {
+    format!(r#"2["{name}",{}]"#, data.get())
+}
+
+/// Sends a packet; false when the socket's queue is full (a slow reader) or it is gone.
+fn send(socket: &EngineSocket, packet: String) -> Result<(), TrySendError<Str>> {
+    socket.emit(Str::from(packet))
+}
+
+impl EngineIoHandler for Handler {
+    type Data = SocketData;
+
+    fn on_connect(self: Arc<Self>, socket: Arc<EngineSocket>) {
+        self.sockets.lock().insert(socket.id, Arc::clone(&socket));
+        let waiting = Arc::clone(&socket);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(CONNECT_TIMEOUT).await;
+            if waiting.data.connected.lock().is_none() {
+                tracing::debug!(sid = %waiting.id, "closing a Socket.IO session that never connected");
+                waiting.close(DisconnectReason::TransportClose);
+            }
+        });
+        *socket.data.connect_timer.lock() = Some(timer.abort_handle());
+    }
+
+    fn on_disconnect(&self, socket: Arc<EngineSocket>, reason: DisconnectReason) {
+        self.sockets.lock().remove(&socket.id);
+        if let Some(timer) = socket.data.connect_timer.lock().take() {
+            timer.abort();
+        }
+        if let Some(connected) = socket.data.connected.lock().take() {
+            tracing::debug!(
+                peer = connected.peer.id,
+                ?reason,
+                "Socket.IO transport closed"
+            );
+            connected.peer.cancel_token().cancel();
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<EngineSocket>) {
+        // A text packet ends any binary packet whose attachments never came.
+        socket.data.attachments.store(0, Ordering::Relaxed);
+        match parse(msg.as_str()) {
+            Packet::Connect { namespace } => self.connect(&socket, namespace),
+            Packet::Disconnect { namespace: "/" } => {
+                if let Some(connected) = socket.data.connected.lock().take() {
+                    // The client left the namespace: the session leaves and ends.
+                    connected.peer.cancel_token().cancel();
+                }
+            }
+            Packet::Event {
+                namespace,
+                ack,
+                data,
+            } => {
+                if namespace != "/" {
+                    refuse(
+                        &socket,
+                        ack,
+                        format!("no namespace {namespace:?}: connect to \"/\""),
+                    );
+                    return;
+                }
+                match event_arguments(data) {
+                    Ok((event, data)) => self.enqueue(&socket, event, data, ack),
+                    Err(why) => refuse(&socket, ack, why),
+                }
+            }
+            Packet::BinaryEvent { ack, attachments } => {
+                socket
+                    .data
+                    .attachments
+                    .store(attachments, Ordering::Relaxed);
+                refuse(
+                    &socket,
+                    ack,
+                    "binary payloads are not supported; send JSON".to_owned(),
+                );
+            }
+            Packet::BinaryAck { attachments } => {
+                socket
+                    .data
+                    .attachments
+                    .store(attachments, Ordering::Relaxed);
+            }
+            Packet::Disconnect { .. } | Packet::Ignored => {
+                tracing::debug!(sid = %socket.id, "ignored a Socket.IO packet");
+            }
+        }
+    }
+
+    fn on_binary(self: &Arc<Self>, _data: bytes::Bytes, socket: Arc<EngineSocket>) {
+        // An attachment of a refused binary packet, or a stray binary frame: dropped.
+        let _ = socket
+            .data
+            .attachments
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+/// Answers a packet that is not a request: an `INVALID_PAYLOAD` ack when it has an ack
+/// id; without one there is no one to answer, and the packet is dropped.
+fn refuse(socket: &EngineSocket, ack: Option<&str>, why: String) {
+    let Some(ack) = ack else {
+        tracing::debug!(sid = %socket.id, why, "dropped a malformed Socket.IO packet");
+        return;
+    };
+    let error = ApiError::new(ErrorCode::InvalidPayload, why);
+    if send(socket, ack_packet(ack, &Err(error))).is_err() {
+        tracing::debug!(sid = %socket.id, "could not send an error ack");
+    }
+}
+
+impl Handler {
+    /// A `CONNECT` to `namespace`: admits the socket and starts its session, or refuses
+    /// with a `CONNECT_ERROR` whose message says why.
+    fn connect(&self, socket: &Arc<EngineSocket>, namespace: &str) {
+        let refuse_connect = |message: &str| {
+            let error = serde_json::json!({ "message": message });
+            let prefix = if namespace == "/" {
+                String::new()
+            } else {
+                format!("{namespace},")
+            };
+            let _ = send(socket, format!("4{prefix}{error}"));
         };
-        if let Err(mpsc::error::TrySendError::Full(incoming)) = inbox.try_send(incoming) {
+        if namespace != "/" {
+            refuse_connect("Invalid namespace");
+            return;
+        }
+        if socket.data.connected.lock().is_some() {
+            return;
+        }
+        let Some(permit) = self.hub.admit_socket() else {
+            tracing::warn!(
+                "refusing a Socket.IO connection: the node is at its socket limit or shutting down"
+            );
+            refuse_connect(
+                "this node is at its socket limit or shutting down; try another node or later",
+            );
+            return;
+        };
+        let (inbox, requests) = mpsc::channel(INBOX);
+        let (tx, outbound) = mpsc::channel(self.hub.config().max_pending_messages);
+        let peer = Arc::new(Peer::new(
+            self.hub.next_peer_id(),
+            tx,
+            self.hub.shutdown_token(),
+        ));
+        *socket.data.connected.lock() = Some(Connected {
+            inbox,
+            peer: Arc::clone(&peer),
+        });
+        if let Some(timer) = socket.data.connect_timer.lock().take() {
+            timer.abort();
+        }
+        let sid = format!(r#"0{{"sid":"{}"}}"#, fastrand_sid());
+        if send(socket, sid).is_err() {
+            peer.cancel_token().cancel();
+        }
+        let tasks = self.hub.socket_tasks().clone();
+        tasks.spawn(serve(
+            Arc::clone(&self.hub),
+            Arc::clone(socket),
+            peer,
+            requests,
+            outbound,
+            permit,
+        ));
+    }
+
+    /// Puts a request on the socket's inbox, in arrival order.
+    fn enqueue(
+        &self,
+        socket: &EngineSocket,
+        event: String,
+        data: Option<Box<RawValue>>,
+        ack: Option<&str>,
+    ) {
+        let inbox = socket
+            .data
+            .connected
+            .lock()
+            .as_ref()
+            .map(|connected| connected.inbox.clone());
+        let Some(inbox) = inbox else {
+            refuse(
+                socket,
+                ack,
+                "connect to the namespace before sending events".to_owned(),
+            );
+            return;
+        };
+        let incoming = Box::new(Incoming {
+            event,
+            data,
+            ack: ack.map(str::to_owned),
+        });
+        if let Err(TrySendError::Full(incoming)) = inbox.try_send(incoming)
+            && let Some(ack) = &incoming.ack
+        {
             let error = ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
                     "more than {INBOX} requests are waiting on this socket; await acks before sending more"
                 ),
             );
-            let _ = incoming.ack.send(&error);
+            let _ = send(socket, ack_packet(ack, &Err(error)));
         }
-        Ok(Enqueued)
     }
 }
 
-/// Splits a message's arguments, `["event", data, ...]`, into the event name and the first
-/// argument, borrowing the raw JSON rather than rebuilding it. Extra arguments are ignored;
-/// a message without arguments has no data (the session then names the first missing
-/// field).
-fn split_message(value: &Value) -> (Result<String, String>, Option<Box<RawValue>>) {
-    let Some(text) = value.as_str() else {
-        return (Err("binary messages are not supported".into()), None);
-    };
-    match serde_json::from_str::<Vec<&RawValue>>(text.as_str()) {
-        Ok(arguments) => {
-            let event = arguments
-                .first()
-                .ok_or_else(|| String::from("it is empty"))
-                .and_then(|name| {
-                    serde_json::from_str::<String>(name.get()).map_err(|error| error.to_string())
-                });
-            (event, arguments.get(1).map(|data| (*data).to_owned()))
-        }
-        Err(error) => (Err(error.to_string()), None),
-    }
+/// A Socket.IO session id: random, for the client's `socket.id` (not a secret).
+fn fastrand_sid() -> String {
+    std::iter::repeat_with(fastrand::alphanumeric)
+        .take(20)
+        .collect()
 }
 
 async fn serve(
     hub: Arc<Hub>,
-    socket: SocketRef,
+    socket: Arc<EngineSocket>,
     peer: Arc<Peer>,
     mut requests: mpsc::Receiver<Box<Incoming>>,
     outbound: mpsc::Receiver<Outbound>,
@@ -189,7 +509,7 @@ async fn serve(
 ) {
     let writer = tokio::spawn(write_loop(
         Arc::clone(&hub),
-        socket.clone(),
+        Arc::clone(&socket),
         outbound,
         Arc::clone(&peer),
     ));
@@ -204,12 +524,15 @@ async fn serve(
             },
         };
         let reply = handle(&mut session, &incoming, max_frame).await;
-        let sent = match &reply {
-            Ok(ack) => incoming.ack.send(ack),
-            Err(error) => incoming.ack.send(error),
-        };
-        if let Err(error) = sent {
-            tracing::debug!(peer = peer.id, %error, "could not send an ack");
+        if let Some(ack) = &incoming.ack {
+            match send(&socket, ack_packet(ack, &reply)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    slow_reader(&hub, &peer);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => break,
+            }
         }
     }
     session.close().await;
@@ -217,7 +540,10 @@ async fn serve(
         // The transports are closed together once every socket has left.
         Some(CloseReason::Shutdown) | None => {}
         Some(_) => {
-            let _ = socket.disconnect();
+            // Like a Socket.IO server's `disconnect()`: the client sees "io server
+            // disconnect" and does not reconnect by itself.
+            let _ = send(&socket, String::from("1"));
+            socket.close(DisconnectReason::ClosingServer);
         }
     }
     peer.cancel_token().cancel();
@@ -226,13 +552,14 @@ async fn serve(
     }
 }
 
+/// Closes a socket whose queue is full.
+fn slow_reader(hub: &Hub, peer: &Peer) {
+    tracing::warn!(peer = peer.id, "closing a slow Socket.IO reader");
+    hub.bus.stats.slow_readers.fetch_add(1, Ordering::Relaxed);
+    peer.close(CloseReason::SlowReader);
+}
+
 async fn handle(session: &mut Session, incoming: &Incoming, max_frame: usize) -> Reply {
-    let event = incoming.event.as_deref().map_err(|why| {
-        ApiError::new(
-            ErrorCode::InvalidPayload,
-            format!("the message has no event name: {why}"),
-        )
-    })?;
     if let Some(data) = &incoming.data
         && data.get().len() > max_frame
     {
@@ -244,12 +571,14 @@ async fn handle(session: &mut Session, incoming: &Incoming, max_frame: usize) ->
             ),
         ));
     }
-    session.handle(event, incoming.data.as_deref()).await
+    session
+        .handle(&incoming.event, incoming.data.as_deref())
+        .await
 }
 
 async fn write_loop(
     hub: Arc<Hub>,
-    socket: SocketRef,
+    socket: Arc<EngineSocket>,
     mut outbound: mpsc::Receiver<Outbound>,
     peer: Arc<Peer>,
 ) {
@@ -264,16 +593,115 @@ async fn write_loop(
                 None => return,
             },
         };
-        if let Err(error) = socket.emit(event.name, &*event.data) {
-            if socket.connected() {
-                tracing::warn!(peer = peer.id, %error, "closing a slow Socket.IO reader");
-                hub.bus
-                    .stats
-                    .slow_readers
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                peer.close(CloseReason::SlowReader);
+        match send(&socket, event_packet(event.name, &event.data)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                slow_reader(&hub, &peer);
+                return;
             }
-            return;
+            Err(TrySendError::Closed(_)) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Headers read as the Socket.IO protocol writes them; what is not a header is ignored.
+    #[test]
+    fn packet_headers() {
+        assert_eq!(parse("0"), Packet::Connect { namespace: "/" });
+        assert_eq!(
+            parse("0/admin,{\"token\":1}"),
+            Packet::Connect {
+                namespace: "/admin"
+            }
+        );
+        assert_eq!(parse("1"), Packet::Disconnect { namespace: "/" });
+        assert_eq!(
+            parse(r#"27["e",{}]"#),
+            Packet::Event {
+                namespace: "/",
+                ack: Some("7"),
+                data: r#"["e",{}]"#
+            }
+        );
+        assert_eq!(
+            parse(r#"2/chat,12["e"]"#),
+            Packet::Event {
+                namespace: "/chat",
+                ack: Some("12"),
+                data: r#"["e"]"#
+            }
+        );
+        let huge = "18446744073709551616";
+        assert_eq!(
+            parse(&format!(r#"2{huge}["e"]"#)),
+            Packet::Event {
+                namespace: "/",
+                ack: Some(huge),
+                data: r#"["e"]"#
+            }
+        );
+        assert_eq!(
+            parse(&format!("2{}[]", "9".repeat(40))),
+            Packet::Event {
+                namespace: "/",
+                ack: None,
+                data: "[]"
+            }
+        );
+        assert_eq!(
+            parse(r#"51-3["e",{"_placeholder":true,"num":0}]"#),
+            Packet::BinaryEvent {
+                ack: Some("3"),
+                attachments: 1
+            }
+        );
+        assert_eq!(parse("62-"), Packet::BinaryAck { attachments: 2 });
+        for ignored in ["", "3", "4", "9", "é", "x2[]"] {
+            assert_eq!(parse(ignored), Packet::Ignored, "{ignored:?}");
+        }
+    }
+
+    /// Event arguments must be an array starting with a string; everything else says why.
+    #[test]
+    fn event_argument_errors() {
+        let (name, data) = event_arguments(r#"["presence:join",{"roomId":"r"},1]"#).unwrap();
+        assert_eq!(name, "presence:join");
+        assert_eq!(data.unwrap().get(), r#"{"roomId":"r"}"#);
+        assert!(
+            event_arguments(r#"["presence:leave"]"#)
+                .unwrap()
+                .1
+                .is_none()
+        );
+        for (data, why) in [
+            ("[]", "no arguments"),
+            ("null", "null, not an array"),
+            ("{}", "an object, not an array"),
+            (r#"[1,{}]"#, "must be a string, not a number"),
+            (r#"[null]"#, "must be a string, not null"),
+            ("[", "not JSON"),
+            ("", "not JSON"),
+        ] {
+            let error = event_arguments(data).unwrap_err();
+            assert!(error.contains(why), "{data:?}: {error}");
+        }
+    }
+
+    /// Acks echo the id as sent; pushes carry the event name and data.
+    #[test]
+    fn packets_out() {
+        assert_eq!(
+            ack_packet("18446744073709551616", &Ok(protocol::Ack::Done)),
+            r#"318446744073709551616[{"ok":true}]"#
+        );
+        let data = RawValue::from_string(r#"{"a":1}"#.to_owned()).unwrap();
+        assert_eq!(
+            event_packet("presence:event", &data),
+            r#"2["presence:event",{"a":1}]"#
+        );
     }
 }

@@ -1,0 +1,186 @@
+//! Accepted TCP connections, and how they close.
+//!
+//! **Lingering close.** When the server drops a connection whose peer is still sending (a
+//! `/ws` frame past the hard limit, a Socket.IO packet past its limit, an HTTP body the
+//! server refused before reading it), the kernel answers the unread data with a reset, and
+//! a reset makes the peer discard what it had not read yet: the Close frame with 1009, the
+//! 413 reply. The peer sees an abnormal closure (1006) with no reason. So a connection
+//! closes the way nginx's `lingering_close` does: the server half-closes (FIN after
+//! everything it wrote), then reads and discards what the peer still sends until the peer
+//! closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. At most
+//! [`MAX_LINGERING`] connections linger at once; past that a connection closes at once.
+//!
+//! Every accepted connection also gets `TCP_NODELAY`: replies and events are small frames
+//! written one after another, and with Nagle's algorithm a frame written while the previous
+//! one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// How long a closing connection's peer may keep sending before the server resets it.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// How much a closing connection's peer may still send: a frame far past any limit.
+pub const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Connections lingering at once; more close at once (a flood of closing connections
+/// must not hold file descriptors for seconds each).
+pub const MAX_LINGERING: usize = 1024;
+
+/// Bytes read per discard: small, since every lingering connection holds one.
+const DISCARD_CHUNK: usize = 4096;
+
+/// A listener whose connections linger on close (see the module docs).
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+    lingering: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// Wraps a bound listener.
+    pub fn new(inner: TcpListener) -> Self {
+        Listener {
+            inner,
+            lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
+        }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, std::net::SocketAddr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY not set on an accepted socket");
+        }
+        let connection = Connection {
+            stream: Some(stream),
+            lingering: Arc::clone(&self.lingering),
+        };
+        (connection, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An accepted connection that lingers when dropped.
+#[derive(Debug)]
+pub struct Connection {
+    /// Taken only by `Drop`.
+    stream: Option<TcpStream>,
+    /// Places for lingering connections, shared by the listener's connections.
+    lingering: Arc<Semaphore>,
+}
+
+impl Connection {
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_read(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_flush(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(stream) => Pin::new(stream).poll_shutdown(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(place) = Arc::clone(&self.lingering).try_acquire_owned() else {
+            // Too many closing at once: this one closes now, reset and all.
+            return;
+        };
+        runtime.spawn(async move {
+            linger(stream).await;
+            drop(place);
+        });
+    }
+}
+
+/// Half-closes `stream`, then discards what the peer still sends until it closes, within
+/// [`LINGER_TIME`] and [`LINGER_BYTES`].
+async fn linger(mut stream: TcpStream) {
+    // FIN after everything already written: the peer reads the last frames, then EOF.
+    // (Fails harmlessly when the stream was shut down already.)
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut discard = [0u8; DISCARD_CHUNK];
+    let mut read = 0usize;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut discard)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => read = read.saturating_add(n),
+        }
+    }
+}
