@@ -259,6 +259,136 @@ async fn http_errors_and_health() {
     );
 }
 
+/// Sends `request` (a raw HTTP/1.1 request) over a fresh connection and returns the
+/// status and the body as JSON, reading until the server closes.
+async fn raw(host: &TestHost, request: &[u8]) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    // The server may answer before it read everything: keep sending, ignore a refusal.
+    let _ = tcp.write_all(request).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let head_end = text
+        .find("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head end in {text:?}"));
+    let body = &text[head_end + 4..];
+    // A chunked response: take the JSON between the chunk sizes.
+    let json = body
+        .find('{')
+        .and_then(|start| body.rfind('}').map(|end| &body[start..=end]))
+        .unwrap_or_else(|| panic!("no JSON body in {text:?}"));
+    (status, serde_json::from_str(json).unwrap())
+}
+
+/// Every error no handler sees has the contract's JSON shape too: bodies over the limit
+/// (declared or streamed), bodies that cannot be read (a broken chunked encoding), paths
+/// that are not UTF-8, wrong methods on the operational routes and `/ws`, a plain GET of
+/// `/ws`. JSON arrays are not object bodies, and `actorUserId` is an id like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_the_contract_shape() {
+    let host = TestHost::start_with(|c| c.max_frame_bytes = 16 * 1024).await;
+    let http = host.http();
+    let error = |status: u16, code: &str, got: (u16, serde_json::Value)| {
+        assert_eq!(got.0, status, "{}", got.1);
+        assert_eq!(got.1["ok"], json!(false), "{}", got.1);
+        assert_eq!(got.1["error"]["code"], json!(code), "{}", got.1);
+        assert!(got.1["error"]["message"].is_string(), "{}", got.1);
+    };
+
+    // Far over the limit, declared: refused before the body is read, and the client reads
+    // the refusal while it is still sending.
+    let mut declared = b"POST /v1/rooms/r/connections HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n".to_vec();
+    declared.extend(std::iter::repeat_n(b'x', 2_000_000));
+    error(413, "PAYLOAD_TOO_LARGE", raw(&host, &declared).await);
+    // Over the limit, streamed in chunks with no length.
+    let mut chunked = b"POST /v1/rooms/r/connections HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..24 {
+        chunked.extend(b"400\r\n");
+        chunked.extend(std::iter::repeat_n(b' ', 1024));
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    error(413, "PAYLOAD_TOO_LARGE", raw(&host, &chunked).await);
+    // A chunked body that breaks off with garbage.
+    let broken = b"POST /v1/rooms/r/connections HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nnot a chunk\r\n\r\n";
+    error(400, "INVALID_PAYLOAD", raw(&host, broken).await);
+    // A path that is not UTF-8 once decoded, on a presence and a metadata route.
+    let path = b"GET /v1/rooms/%FF%FE/connections HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    error(400, "INVALID_PAYLOAD", raw(&host, path).await);
+    let path =
+        b"GET /v1/channels/t/%C3%28/metadata HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    error(400, "METADATA_INVALID", raw(&host, path).await);
+
+    // Wrong methods: 405 with Allow and the JSON error.
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/ws",
+        "/v1/rooms/r/occupancy",
+    ] {
+        let request = format!("DELETE {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        error(405, "INVALID_PAYLOAD", raw(&host, request.as_bytes()).await);
+    }
+    // A GET of /ws that is not a WebSocket upgrade.
+    error(400, "INVALID_PAYLOAD", http.send("GET", "/ws", None).await);
+
+    // Arrays are not object bodies, however their elements line up with the fields.
+    let (status, reply) = http
+        .send("POST", "/v1/rooms/r/connections", Some(json!(["u", {}])))
+        .await;
+    error(400, "INVALID_PAYLOAD", (status, reply));
+    let joined = http
+        .ok(
+            "POST",
+            "/v1/rooms/r/connections",
+            Some(json!({"userId": "u"})),
+        )
+        .await;
+    let conn = joined["self"]["connId"].as_str().unwrap();
+    let heartbeat = format!("/v1/connections/{conn}/heartbeat");
+    error(
+        400,
+        "INVALID_PAYLOAD",
+        http.send("POST", &heartbeat, Some(json!([]))).await,
+    );
+    error(
+        400,
+        "METADATA_INVALID",
+        http.send("PUT", "/v1/channels/t/r/metadata", Some(json!([])))
+            .await,
+    );
+
+    // actorUserId is an id: not empty, not huge, no control characters.
+    for actor in [json!(""), json!("x".repeat(10_000)), json!("a\nb")] {
+        let body = json!({"items": [{"key": "k", "value": "v"}], "actorUserId": actor});
+        error(
+            400,
+            "METADATA_INVALID",
+            http.send("PUT", "/v1/channels/t/r/metadata", Some(body))
+                .await,
+        );
+        error(
+            400,
+            "METADATA_INVALID",
+            http.send(
+                "POST",
+                "/v1/channels/t/r/locks/l",
+                Some(json!({"actorUserId": actor})),
+            )
+            .await,
+        );
+    }
+    // Still serving.
+    http.ok("GET", "/v1/rooms/r/occupancy", None).await;
+}
+
 /// Every path and method that `docs/openapi.yaml` documents is served: the spec and the
 /// router cannot drift apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

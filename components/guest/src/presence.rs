@@ -296,6 +296,11 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
         _ => None,
     };
     let removing = removal.is_some();
+    // The snapshot shows the room as the join leaves it: without the replaced connection.
+    let mut members = members;
+    if let Some(replaced) = &replaced {
+        members.retain(|id| *id != replaced.conn_id);
+    }
     let page = read_page(
         ctx,
         digest,
