@@ -551,3 +551,44 @@ async fn small_rooms_list_whole() {
     assert!(page.get("cursor").is_none(), "{page}");
     assert_eq!(page["snapshot"].as_array().unwrap().len(), 1);
 }
+
+/// Where no reaper runs, the expiry index does not grow without bound: a join drops the
+/// entries of its bucket that are older than twice the lookback (their records expired by
+/// the store's lookback long before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_index_is_trimmed_where_nothing_reaps() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let host = TestHost::start_with(move |c| {
+        c.redis_url = Some(url);
+        c.reaper_interval_ms = 3_600_000;
+        c.reaper_lookback_ms = Some(3_700_000);
+    })
+    .await;
+    eventually("the node to reach Redis", || async {
+        host.hub.store.ping().await.is_ok()
+    })
+    .await;
+    let http = host.http();
+    http.ok(
+        "POST",
+        "/v1/rooms/r/connections",
+        Some(json!({"userId": "old"})),
+    )
+    .await;
+    let keys = redis.cli(&["KEYS", "roster:v1:*:expiry"]);
+    let expiry = keys.trim();
+    assert_eq!(redis.cli(&["ZCARD", expiry]).trim(), "1");
+    host.advance(Duration::from_millis(2 * 3_700_000 + 1));
+    http.ok(
+        "POST",
+        "/v1/rooms/r/connections",
+        Some(json!({"userId": "new"})),
+    )
+    .await;
+    assert_eq!(
+        redis.cli(&["ZCARD", expiry]).trim(),
+        "1",
+        "the old entry is gone, the new one indexed"
+    );
+}

@@ -562,6 +562,49 @@ async fn the_reaper_tick_removes_stale_connections() {
         .await;
 }
 
+/// A Spin deployment nobody schedules still reaps: membership traffic runs the reaper at
+/// most every `reaper_interval_ms` across the deployment, so a silent connection is
+/// removed (and announced) rather than left to vanish by the store's lookback; with the
+/// interval at 0 traffic does not tick. Spin indexes no connection by node (it has no
+/// lease, so no node set is ever read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_traffic_runs_the_reaper() {
+    for (interval, expected) in [("1", 1), ("0", 2)] {
+        let redis = RedisServer::start().await;
+        let app = spin_app(
+            &redis,
+            &[
+                ("presence_ttl_ms", "10000"),
+                ("reaper_interval_ms", interval),
+            ],
+        )
+        .await;
+        let http = Http::new(app.url(""));
+        http.ok(
+            "POST",
+            "/v1/rooms/r/connections",
+            Some(json!({"userId": "silent"})),
+        )
+        .await;
+        app.advance(Duration::from_millis(10_001));
+        // The next join is the traffic that ticks (paced ticks mark the store in its time).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        http.ok(
+            "POST",
+            "/v1/rooms/r/connections",
+            Some(json!({"userId": "late"})),
+        )
+        .await;
+        let occupancy = http.ok("GET", "/v1/rooms/r/occupancy", None).await;
+        assert_eq!(
+            occupancy["connections"],
+            json!(expected),
+            "reaper_interval_ms = {interval}: {occupancy}"
+        );
+        assert_eq!(redis.cli(&["KEYS", "roster:v1:*:node:*"]).trim(), "");
+    }
+}
+
 /// A variable that is not a number names itself; Redis down is STORE_UNAVAILABLE and
 /// `/readyz` says so; an address outside `allowed_outbound_hosts` is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
