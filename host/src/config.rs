@@ -793,6 +793,46 @@ mod tests {
         config.validate().unwrap();
     }
 
+    /// Limits one call could need more memory for than its component's cap are refused at
+    /// start, naming the slot; lowering the limits makes the same cap fit.
+    #[test]
+    fn limits_must_fit_the_memory_cap() {
+        let tight = Config {
+            presence_memory_mib: Some(16),
+            ..Config::default()
+        };
+        let err = tight.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::MemoryCap {
+                    slot: "presence",
+                    cap_mib: 16,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let fitted = Config {
+            max_snapshot_bytes: 1024 * 1024,
+            heartbeat_batch: 16,
+            ..tight
+        };
+        fitted.validate().unwrap();
+        let metadata = Config {
+            metadata_memory_mib: Some(8),
+            max_metadata_bytes: 4 * 1024 * 1024,
+            ..Config::default()
+        };
+        assert!(matches!(
+            metadata.validate(),
+            Err(ConfigError::MemoryCap {
+                slot: "metadata",
+                ..
+            })
+        ));
+    }
+
     /// A manual clock moves only when advanced.
     #[test]
     fn manual_clock() {
