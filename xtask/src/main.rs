@@ -3,8 +3,9 @@
 //! - `cargo xtask run [ARGS...]`: builds (release) and starts the hub on port 3000 with the
 //!   embedded store; ARGS go to `roster`.
 //! - `cargo xtask test`: every test: the workspace's Rust tests, then the Socket.IO suite
-//!   (`tests/socketio`, Node's test runner with the real `socket.io-client`) against a
-//!   `roster` binary (installing its npm packages first if they are missing).
+//!   (`tests/socketio`, Node's test runner with the real `socket.io-client`) and the JS
+//!   SDK's suite (`clients/js`: its type check and its tests) against a `roster` binary
+//!   (installing their npm packages first if they are missing).
 //! - `cargo xtask check`: `cargo fmt --check` and `cargo clippy -D warnings`.
 //! - `cargo xtask bench [--redis] <SCENARIO> [ARGS...]`: runs one load scenario of
 //!   `roster-bench` against a private release `roster` (see `bench.rs`, docs/benchmarks.md).
@@ -87,30 +88,54 @@ fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     // Workspace-wide, like the test build, so dependency features unify the same way and
     // nothing is compiled twice.
     cargo(root, &["build", "--locked", "--workspace", "--bins"], &[])?;
-    socketio_suite(root)
+    socketio_suite(root)?;
+    sdk_suite(root)
+}
+
+/// The debug `roster` binary the Node suites run.
+fn roster_bin(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("debug")
+        .join("roster")
+}
+
+/// Installs a Node package's locked dependencies when they are missing.
+fn npm_ci(dir: &Path) -> Result<(), String> {
+    if dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir))
+}
+
+/// Runs the JS SDK's suite (`npm test`: `tsc --noEmit` on a typed example, then its tests)
+/// against the debug `roster` binary.
+fn sdk_suite(root: &Path) -> Result<(), String> {
+    let sdk = root.join("clients").join("js");
+    npm_ci(&sdk)?;
+    run(Command::new("npm")
+        .arg("test")
+        .env("ROSTER_BIN", roster_bin(root))
+        .current_dir(&sdk))
 }
 
 /// Runs the Node suite in `tests/socketio` against the debug `roster` binary.
 fn socketio_suite(root: &Path) -> Result<(), String> {
     let suite = root.join("tests").join("socketio");
-    if !suite.join("node_modules").is_dir() {
-        run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&suite))?;
-    }
+    npm_ci(&suite)?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(&suite)
         .map_err(|error| format!("cannot list {}: {error}", suite.display()))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.to_string_lossy().ends_with(".test.mjs"))
         .collect();
     files.sort();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
     run(Command::new("node")
         .args(["--test", "--test-concurrency=1"])
         .args(&files)
-        .env("ROSTER_BIN", target.join("debug").join("roster"))
+        .env("ROSTER_BIN", roster_bin(root))
         .current_dir(&suite))
 }
 
