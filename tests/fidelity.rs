@@ -11,6 +11,7 @@
     reason = "integration tests fail loudly"
 )]
 
+use roster_host::protocol::ops::Components as _;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -410,4 +410,19 @@ async fn the_openapi_file_matches_the_routes() {
             .is_some_and(|m| m.contains("no such route"));
         assert!(!unrouted, "{method} {path} is documented but not routed");
     }
+    // And the other way: every route of the operation table is documented.
+    let documented = roster_tests::openapi_operations();
+    for op in &roster_host::protocol::ops::OPERATIONS {
+        if let Some(route) = op.http {
+            assert!(
+                documented
+                    .iter()
+                    .any(|(method, path)| method.eq_ignore_ascii_case(route.method)
+                        && path == route.path),
+                "{} {} is routed but not in docs/openapi.yaml",
+                route.method,
+                route.path
+            );
+        }
+    }
 }

@@ -8,6 +8,7 @@
     reason = "integration tests fail loudly"
 )]
 
+use roster_host::protocol::ops::Components as _;
 use std::time::Duration;
 
 use roster_tests::{EPOCH_MS, Ended, TestHost, eventually};

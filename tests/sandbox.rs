@@ -128,6 +128,26 @@ async fn unbounded_allocation_hits_the_memory_cap() {
     client.join("room", "ada", json!({})).await;
 }
 
+/// A component reads no ambient clock: WASI's clock tells the time the host passed into the
+/// call (the test's manual clock, years before the real time), frozen for the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wasi_clock_is_the_calls_time() {
+    let dir = chaos_dir("presence");
+    let host = chaos_host(dir.path(), 1_000, 64).await;
+    let mut client = host.connect().await;
+    for _ in 0..2 {
+        let message = client
+            .fails(
+                "presence:join",
+                json!({"roomId": "room", "userId": "clock"}),
+                "INVALID_PAYLOAD",
+            )
+            .await;
+        assert_eq!(message, format!("the WASI clock says {}", host.now()));
+        host.advance(Duration::from_millis(1_234));
+    }
+}
+
 /// A file that is not a component, and a component of the wrong world, are refused at
 /// start-up with a reason that names the slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

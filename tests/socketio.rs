@@ -9,6 +9,7 @@
     reason = "integration tests fail loudly"
 )]
 
+use roster_host::protocol::ops::Components as _;
 use std::sync::Arc;
 
 use roster_tests::{SioClient, TestHost, chaos_presence};

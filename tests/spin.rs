@@ -951,3 +951,92 @@ fn check_manifest(manifest: &toml::Value, trigger: &str) {
         }
     }
 }
+
+/// Every operation of the table (`wire/ops.rs`) is served on every transport it names:
+/// its socket event over `/ws` and Socket.IO, its route on a node's `/v1` and on the Spin
+/// API, none of them "no such route" or "wrong method"; and the same bad input gets the
+/// same code everywhere (a payload that is an array, or a path segment that is not UTF-8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_served_on_every_transport_it_names() {
+    use roster_host::protocol::ops::{OPERATIONS, OpId};
+    let redis = RedisServer::start().await;
+    let spin = spin_app(&redis, &[]).await;
+    let node = node(&redis).await;
+    let mut ws = node.connect().await;
+    let mut sio = roster_tests::SioClient::connect(&node).await.unwrap();
+    let mut served = 0;
+    for op in &OPERATIONS {
+        let expected = roster_host::protocol::code_name(op.invalid);
+        if let Some(event) = op.event {
+            // `presence:leave` takes no data: on a socket without a connection it says so.
+            let expected = if op.id == OpId::Leave {
+                "UNKNOWN_CONNECTION"
+            } else {
+                expected
+            };
+            let ack = ws.request(event, json!([1])).await;
+            assert_eq!(ack["error"]["code"], json!(expected), "/ws {event}: {ack}");
+            let ack = sio.request(event, json!([1])).await;
+            assert_eq!(
+                ack["error"]["code"],
+                json!(expected),
+                "Socket.IO {event}: {ack}"
+            );
+            served += 1;
+        }
+        let Some(route) = op.http else { continue };
+        // A body that is an array where the route takes a body; a path parameter that is
+        // not UTF-8 where it takes none; the tick without its token.
+        let takes_body = matches!(route.method, "POST" | "PUT" | "PATCH");
+        let path = if takes_body {
+            roster_tests::concrete_path(route.path)
+        } else {
+            route
+                .path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        "%FF"
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let body = takes_body.then(|| json!([1]));
+        let (node_status, node_reply) = node.http().send(route.method, &path, body.clone()).await;
+        let (spin_status, spin_reply) = Http::new(spin.url(""))
+            .send(route.method, &path, body)
+            .await;
+        let expected = match op.id {
+            OpId::ReaperTick => "UNAUTHORIZED",
+            // No parameter: the array body reaches the decoder.
+            _ => expected,
+        };
+        for (who, status, reply) in [
+            ("node", node_status, &node_reply),
+            ("Spin", spin_status, &spin_reply),
+        ] {
+            assert!(
+                status != 404 && status != 405,
+                "{who} does not serve {} {}: {reply}",
+                route.method,
+                route.path
+            );
+            assert_eq!(
+                reply["error"]["code"],
+                json!(expected),
+                "{who} {} {path}: {reply}",
+                route.method
+            );
+        }
+        assert_eq!(node_status, spin_status, "{} {}", route.method, route.path);
+        if op.id != OpId::ReaperTick {
+            // (The tick's message names each deployment's own token setting.)
+            assert_eq!(node_reply, spin_reply, "{} {}", route.method, route.path);
+        }
+        served += 1;
+    }
+    assert_eq!(served, 23, "every event and route of the table was tried");
+}

@@ -91,15 +91,6 @@ impl Serialize for ApiError {
     }
 }
 
-/// Which error code a malformed payload of an event gets.
-pub fn invalid_code(event: &str) -> ErrorCode {
-    if event.starts_with("metadata:") || event.starts_with("lock:") {
-        ErrorCode::MetadataInvalid
-    } else {
-        ErrorCode::InvalidPayload
-    }
-}
-
 /// Decodes an event's `data` as `T`. A missing `data` decodes like `{}`, so the message
 /// names the first required field. Every payload is a JSON object: an array is refused
 /// (serde would otherwise read `["u", {}]` as a struct's fields in order).

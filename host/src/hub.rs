@@ -15,7 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::Backend;
 use crate::bus::Bus;
 use crate::config::{Clock, Config};
-use crate::protocol::{ApiError, JoinData};
+use crate::protocol::ApiError;
+use crate::protocol::ops::Components;
 use crate::runtime::bindings::types::{
     CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
     JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, Settings,
@@ -212,30 +213,13 @@ impl Hub {
         &self.socket_tasks
     }
 
-    /// Creates a presence connection; `replaces` is the connection it takes the place of
-    /// (a socket's current one), removed only when the join succeeds.
-    pub async fn join(&self, data: JoinData, replaces: Option<String>) -> Result<Joined, ApiError> {
-        let request = JoinRequest {
-            room_id: data.room_id,
-            user_id: data.user_id,
-            state: data.state.map(|raw| String::from(raw.get())),
-            nonce: secure_u64()?,
-            replaces,
-        };
-        let joined = flatten(self.runtime.join(&self.context(), &request).await)?;
-        if joined.replace_pending
-            && let Some(old) = request.replaces
-        {
-            tracing::info!(conn_id = %old, "the store failed before a replaced connection left; its leave will be retried");
-            self.defer_leave(old);
-        }
-        Ok(joined)
-    }
-
     /// One heartbeat. Heartbeats that arrive together (from many sockets) are coalesced
     /// into one component call and one store round trip ([`run_heartbeat_batcher`]); each
     /// still gets its own reply.
-    pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
+    async fn coalesced_heartbeat(
+        &self,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatOk, ApiError> {
         let (reply, replied) = oneshot::channel();
         let stopped = || ApiError::new(ErrorCode::StoreUnavailable, "the node is shutting down");
         self.beats
@@ -279,49 +263,6 @@ impl Hub {
         }
     }
 
-    /// Removes a connection.
-    pub async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
-        flatten(self.runtime.leave(&self.context(), conn_id).await)
-    }
-
-    /// A page of the live connections of a room.
-    pub async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
-        flatten(self.runtime.snapshot(&self.context(), &request).await)
-    }
-
-    /// A room's connections and distinct users.
-    pub async fn count(&self, room_id: &str) -> Result<Occupancy, ApiError> {
-        flatten(self.runtime.count(&self.context(), room_id).await)
-    }
-
-    /// A metadata write.
-    pub async fn metadata_write(
-        &self,
-        operation: MetadataOperation,
-        request: WriteRequest,
-    ) -> Result<ChannelState, ApiError> {
-        flatten(
-            self.runtime
-                .metadata_write(&self.context(), operation, &request)
-                .await,
-        )
-    }
-
-    /// A channel's metadata.
-    pub async fn metadata_get(&self, channel: Channel) -> Result<ChannelState, ApiError> {
-        flatten(self.runtime.metadata_get(&self.context(), &channel).await)
-    }
-
-    /// Takes or extends a lock.
-    pub async fn acquire_lock(&self, request: LockRequest) -> Result<LockInfo, ApiError> {
-        flatten(self.runtime.acquire_lock(&self.context(), &request).await)
-    }
-
-    /// Releases a lock.
-    pub async fn release_lock(&self, request: LockRequest) -> Result<(), ApiError> {
-        flatten(self.runtime.release_lock(&self.context(), &request).await)
-    }
-
     /// Renews this node's lease, and records whether renewals keep succeeding.
     pub async fn renew_lease(&self) -> Result<(), ApiError> {
         let ctx = self.context();
@@ -354,6 +295,73 @@ impl Hub {
             at_most_every_ms: None,
         };
         flatten(self.runtime.tick(&self.context(), options).await)
+    }
+}
+
+/// The host's calls into its components, for the operation table (`wire/ops.rs`): each
+/// builds the call's context and turns a component's two layers of failure into one
+/// protocol error. Heartbeats go through the coalescing batcher.
+impl Components for Hub {
+    fn nonce(&self) -> Result<u64, ApiError> {
+        secure_u64()
+    }
+
+    /// A join; when the store failed after the joined connection existed but before the
+    /// one it replaces was removed, that leave is retried.
+    async fn join(&self, request: JoinRequest) -> Result<Joined, ApiError> {
+        let joined = flatten(self.runtime.join(&self.context(), &request).await)?;
+        if joined.replace_pending
+            && let Some(old) = request.replaces
+        {
+            tracing::info!(conn_id = %old, "the store failed before a replaced connection left; its leave will be retried");
+            self.defer_leave(old);
+        }
+        Ok(joined)
+    }
+
+    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
+        self.coalesced_heartbeat(request).await
+    }
+
+    async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
+        flatten(self.runtime.leave(&self.context(), conn_id).await)
+    }
+
+    async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
+        flatten(self.runtime.snapshot(&self.context(), &request).await)
+    }
+
+    async fn count(&self, room_id: &str) -> Result<Occupancy, ApiError> {
+        flatten(self.runtime.count(&self.context(), room_id).await)
+    }
+
+    async fn metadata_write(
+        &self,
+        operation: MetadataOperation,
+        request: WriteRequest,
+    ) -> Result<ChannelState, ApiError> {
+        let ctx = self.context();
+        flatten(match operation {
+            MetadataOperation::Set => self.runtime.metadata_set(&ctx, &request).await,
+            MetadataOperation::Update => self.runtime.metadata_update(&ctx, &request).await,
+            MetadataOperation::Remove => self.runtime.metadata_remove(&ctx, &request).await,
+        })
+    }
+
+    async fn metadata_get(&self, channel: Channel) -> Result<ChannelState, ApiError> {
+        flatten(self.runtime.metadata_get(&self.context(), &channel).await)
+    }
+
+    async fn acquire_lock(&self, request: LockRequest) -> Result<LockInfo, ApiError> {
+        flatten(self.runtime.acquire_lock(&self.context(), &request).await)
+    }
+
+    async fn release_lock(&self, request: LockRequest) -> Result<(), ApiError> {
+        flatten(self.runtime.release_lock(&self.context(), &request).await)
+    }
+
+    async fn tick(&self) -> Result<TickReport, ApiError> {
+        self.reap().await
     }
 }
 

@@ -15,26 +15,9 @@ use serde_json::value::RawValue;
 
 use crate::bus::{Binding, Peer};
 use crate::hub::Hub;
-use crate::protocol::{
-    self, Ack, ApiError, ChannelData, HeartbeatData, JoinData, LockData, Reply, RoomData,
-    SnapshotData, WriteData,
-};
-use crate::runtime::bindings::types::{ErrorCode, HeartbeatRequest, MetadataOperation};
-
-/// The events a client may send.
-pub const CLIENT_EVENTS: [&str; 11] = [
-    "presence:join",
-    "presence:heartbeat",
-    "presence:leave",
-    "presence:snapshot",
-    "presence:count",
-    "metadata:set",
-    "metadata:update",
-    "metadata:remove",
-    "metadata:get",
-    "lock:acquire",
-    "lock:release",
-];
+use crate::protocol::ops::{self, Components, Request};
+use crate::protocol::{Ack, ApiError, JoinData, Reply};
+use crate::runtime::bindings::types::{ErrorCode, HeartbeatRequest};
 
 /// A token bucket: `rate` requests per second, bursts of twice that.
 #[derive(Debug)]
@@ -110,64 +93,16 @@ impl Session {
                 ),
             ));
         }
-        let code = protocol::invalid_code(event);
-        match event {
-            "presence:join" => self.join(protocol::decode(data, code)?).await,
-            "presence:heartbeat" => self.heartbeat(protocol::decode(data, code)?).await,
-            "presence:leave" => self.leave().await,
-            "presence:snapshot" => {
-                let data: SnapshotData = protocol::decode(data, code)?;
-                Ok(Ack::snapshot(self.hub.snapshot(data.into_request()).await?))
+        let (_, mut request) = Request::from_event(event, data)?;
+        // The socket's own rules; everything else runs as the table says.
+        match request {
+            Request::Join { data, .. } => self.join(data).await,
+            Request::Heartbeat(request) => self.heartbeat(request).await,
+            Request::Leave { .. } => self.leave().await,
+            _ => {
+                request.act_as(self.actor());
+                ops::execute(request, &*self.hub).await
             }
-            "presence:count" => {
-                let data: RoomData = protocol::decode(data, code)?;
-                let occupancy = self.hub.count(&data.room_id).await?;
-                Ok(Ack::Count {
-                    room_id: data.room_id,
-                    occupancy,
-                })
-            }
-            "metadata:set" | "metadata:update" | "metadata:remove" => {
-                let operation = match event {
-                    "metadata:set" => MetadataOperation::Set,
-                    "metadata:update" => MetadataOperation::Update,
-                    _ => MetadataOperation::Remove,
-                };
-                let data: WriteData = protocol::decode(data, code)?;
-                let state = self
-                    .hub
-                    .metadata_write(operation, data.into_request(self.actor()))
-                    .await?;
-                Ok(Ack::channel(state))
-            }
-            "metadata:get" => {
-                let data: ChannelData = protocol::decode(data, code)?;
-                Ok(Ack::channel(
-                    self.hub.metadata_get(data.into_channel()).await?,
-                ))
-            }
-            "lock:acquire" => {
-                let data: LockData = protocol::decode(data, code)?;
-                Ok(Ack::lock(
-                    self.hub
-                        .acquire_lock(data.into_request(self.actor()))
-                        .await?,
-                ))
-            }
-            "lock:release" => {
-                let data: LockData = protocol::decode(data, code)?;
-                self.hub
-                    .release_lock(data.into_request(self.actor()))
-                    .await?;
-                Ok(Ack::Done)
-            }
-            other => Err(ApiError::new(
-                ErrorCode::InvalidPayload,
-                format!(
-                    "unknown event {other:?}; expected one of {}",
-                    CLIENT_EVENTS.join(", ")
-                ),
-            )),
         }
     }
 
@@ -196,7 +131,11 @@ impl Session {
             self.hub.bus.unbind(&current.conn_id);
         }
         let replaces = current.as_ref().map(|b| b.conn_id.clone());
-        match self.hub.join(data, replaces).await {
+        let joined = match ops::join_request(data, replaces, &*self.hub) {
+            Ok(request) => self.hub.join(request).await,
+            Err(error) => Err(error),
+        };
+        match joined {
             Ok(joined) => {
                 self.peer.set_binding(Some(Binding {
                     conn_id: joined.conn_id.clone(),
@@ -222,20 +161,15 @@ impl Session {
         }
     }
 
-    async fn heartbeat(&mut self, data: HeartbeatData) -> Reply {
-        let Some(binding) = self.peer.binding().filter(|b| b.conn_id == data.conn_id) else {
+    async fn heartbeat(&mut self, request: HeartbeatRequest) -> Reply {
+        let Some(binding) = self.peer.binding().filter(|b| b.conn_id == request.conn_id) else {
             return Err(ApiError::new(
                 ErrorCode::UnknownConnection,
                 format!(
                     "connection {:?} is not held by this socket; join first",
-                    data.conn_id
+                    request.conn_id
                 ),
             ));
-        };
-        let request = HeartbeatRequest {
-            conn_id: data.conn_id,
-            epoch: data.epoch,
-            patch_state: data.patch_state.map(|raw| String::from(raw.get())),
         };
         match self.hub.heartbeat(request).await {
             Ok(ok) => Ok(Ack::Heartbeat {

@@ -10,6 +10,9 @@ pub use json::*;
 mod events;
 pub use events::*;
 
+#[path = "../../../wire/ops.rs"]
+pub mod ops;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,14 +1,23 @@
 //! The state one component instance carries, and the host side of its imports (`store`,
 //! `events`, and the minimal WASI that Rust's standard library imports).
+//!
+//! What a component can reach is what this file hands it: the store batches and event
+//! publishing of the WIT imports, and WASI with no environment, no arguments, no files, no
+//! sockets, stdout and stderr into a bounded log, clocks that tell the call's own `now`
+//! (frozen for the call, the time the host passed in), and a random source seeded by the
+//! host (only std's hash seeds use it: what must be unguessable, a connection id's
+//! nonce, the host passes in).
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::clocks::{HostMonotonicClock, HostWallClock};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{events, store, types};
@@ -31,15 +40,56 @@ pub struct HostState {
     pub(super) deadline: Instant,
     /// What the guest printed (panic messages land here before a trap).
     pub(super) log: GuestLog,
+    /// The time WASI's clocks tell: the current call's `now`.
+    pub(super) clock: CallClock,
+}
+
+/// A clock that tells the time of the call in progress (ms since the Unix epoch), set by
+/// the runtime before each call: the component's WASI wall and monotonic clocks.
+#[derive(Clone, Default)]
+pub struct CallClock(Arc<AtomicU64>);
+
+impl CallClock {
+    /// Sets the time the clocks tell.
+    pub fn set(&self, now_ms: u64) {
+        self.0.store(now_ms, Ordering::Relaxed);
+    }
+
+    fn ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl HostWallClock for CallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.ms())
+    }
+}
+
+impl HostMonotonicClock for CallClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.ms().saturating_mul(1_000_000)
+    }
 }
 
 impl HostState {
     /// State for a new instance capped at `memory_bytes` of linear memory.
     pub fn new(store: Arc<dyn Store>, events: Arc<dyn EventSink>, memory_bytes: usize) -> Self {
         let log = GuestLog::default();
+        let clock = CallClock::default();
         let wasi = WasiCtx::builder()
             .stdout(log.clone())
             .stderr(log.clone())
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone())
             .build();
         HostState {
             wasi,
@@ -52,6 +102,7 @@ impl HostState {
             events,
             deadline: Instant::now(),
             log,
+            clock,
         }
     }
 }

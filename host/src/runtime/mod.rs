@@ -824,6 +824,7 @@ impl Runtime {
     async fn call<W: World, R>(
         &self,
         slot: &Slot<W>,
+        ctx: &CallContext,
         call: impl AsyncFnOnce(&W, &mut wasmtime::Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         slot.calls.fetch_add(1, Ordering::Relaxed);
@@ -839,7 +840,7 @@ impl Runtime {
         // The version is taken once: a swap during the call does not affect it.
         let version = slot.current.load_full();
         version.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_on(slot.limits, &version, call).await;
+        let result = self.call_on(slot.limits, &version, ctx.now, call).await;
         if result.is_err() {
             slot.failures.fetch_add(1, Ordering::Relaxed);
             version.failures.fetch_add(1, Ordering::Relaxed);
@@ -852,6 +853,7 @@ impl Runtime {
         &self,
         limits: SlotLimits,
         version: &Version<W>,
+        now_ms: u64,
         call: impl AsyncFnOnce(&W, &mut wasmtime::Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let slot = W::SLOT.as_str();
@@ -870,6 +872,9 @@ impl Runtime {
             }
         };
         let deadline = limits.deadline;
+        // WASI's clocks tell the call's own time, frozen for the call (the host's `now`):
+        // the component reads no clock of its own.
+        instance.store.data().clock.set(now_ms);
         instance.store.data_mut().deadline = Instant::now() + deadline;
         instance.store.set_epoch_deadline(1);
         let outcome =
@@ -939,23 +944,38 @@ impl Runtime {
             }
         }
     }
+}
 
-    /// `presence.join`.
-    pub async fn join(
-        &self,
-        ctx: &CallContext,
-        request: &JoinRequest,
-    ) -> Result<Result<Joined, Failure>, CallError> {
-        self.call(
-            &self.presence,
-            async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_presence().call_join(store, ctx, request).await
-            },
-        )
-        .await
-    }
+/// One method per component export, each running the call inside the sandbox of the
+/// export's slot: `name(args) -> reply = slot.interface().call_export;`.
+macro_rules! component_calls {
+    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty
+        = $slot:ident($component:ty).$interface:ident().$export:ident;)*) => {
+        impl Runtime {
+            $(
+                $(#[$doc])*
+                pub async fn $name(
+                    &self,
+                    ctx: &CallContext,
+                    $($arg: $ty),*
+                ) -> Result<Result<$ret, Failure>, CallError> {
+                    self.call(
+                        &self.$slot,
+                        ctx,
+                        async |c: &$component, store: &mut wasmtime::Store<HostState>| {
+                            c.$interface().$export(store, ctx, $($arg),*).await
+                        },
+                    )
+                    .await
+                }
+            )*
+        }
+    };
+}
 
-    /// `presence.heartbeat`.
+impl Runtime {
+    /// `presence.heartbeat`: a batch of heartbeats, one result each (the export answers
+    /// each request; only the call as a whole can fail).
     pub async fn heartbeat(
         &self,
         ctx: &CallContext,
@@ -963,6 +983,7 @@ impl Runtime {
     ) -> Result<Vec<Result<HeartbeatOk, Failure>>, CallError> {
         self.call(
             &self.presence,
+            ctx,
             async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
                 c.roster_hub_presence()
                     .call_heartbeat(store, ctx, requests)
@@ -971,154 +992,45 @@ impl Runtime {
         )
         .await
     }
+}
 
+component_calls! {
+    /// `presence.join`.
+    join(request: &JoinRequest) -> Joined
+        = presence(PresenceComponent).roster_hub_presence().call_join;
     /// `presence.leave`.
-    pub async fn leave(
-        &self,
-        ctx: &CallContext,
-        conn_id: &str,
-    ) -> Result<Result<Left, Failure>, CallError> {
-        self.call(
-            &self.presence,
-            async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_presence()
-                    .call_leave(store, ctx, conn_id)
-                    .await
-            },
-        )
-        .await
-    }
-
+    leave(conn_id: &str) -> Left
+        = presence(PresenceComponent).roster_hub_presence().call_leave;
     /// `presence.snapshot`.
-    pub async fn snapshot(
-        &self,
-        ctx: &CallContext,
-        request: &SnapshotRequest,
-    ) -> Result<Result<SnapshotPage, Failure>, CallError> {
-        self.call(
-            &self.presence,
-            async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_presence()
-                    .call_snapshot(store, ctx, request)
-                    .await
-            },
-        )
-        .await
-    }
-
+    snapshot(request: &SnapshotRequest) -> SnapshotPage
+        = presence(PresenceComponent).roster_hub_presence().call_snapshot;
     /// `presence.count`.
-    pub async fn count(
-        &self,
-        ctx: &CallContext,
-        room_id: &str,
-    ) -> Result<Result<Occupancy, Failure>, CallError> {
-        self.call(
-            &self.presence,
-            async |c: &PresenceComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_presence()
-                    .call_count(store, ctx, room_id)
-                    .await
-            },
-        )
-        .await
-    }
-
-    /// `metadata.set`, `metadata.update` or `metadata.remove`.
-    pub async fn metadata_write(
-        &self,
-        ctx: &CallContext,
-        operation: bindings::types::MetadataOperation,
-        request: &WriteRequest,
-    ) -> Result<Result<ChannelState, Failure>, CallError> {
-        use bindings::types::MetadataOperation as Op;
-        self.call(
-            &self.metadata,
-            async |c: &MetadataComponent, store: &mut wasmtime::Store<HostState>| {
-                let guest = c.roster_hub_metadata();
-                match operation {
-                    Op::Set => guest.call_set(store, ctx, request).await,
-                    Op::Update => guest.call_update(store, ctx, request).await,
-                    Op::Remove => guest.call_remove(store, ctx, request).await,
-                }
-            },
-        )
-        .await
-    }
-
+    count(room_id: &str) -> Occupancy
+        = presence(PresenceComponent).roster_hub_presence().call_count;
+    /// `metadata.set`.
+    metadata_set(request: &WriteRequest) -> ChannelState
+        = metadata(MetadataComponent).roster_hub_metadata().call_set;
+    /// `metadata.update`.
+    metadata_update(request: &WriteRequest) -> ChannelState
+        = metadata(MetadataComponent).roster_hub_metadata().call_update;
+    /// `metadata.remove`.
+    metadata_remove(request: &WriteRequest) -> ChannelState
+        = metadata(MetadataComponent).roster_hub_metadata().call_remove;
     /// `metadata.get`.
-    pub async fn metadata_get(
-        &self,
-        ctx: &CallContext,
-        channel: &Channel,
-    ) -> Result<Result<ChannelState, Failure>, CallError> {
-        self.call(
-            &self.metadata,
-            async |c: &MetadataComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_metadata().call_get(store, ctx, channel).await
-            },
-        )
-        .await
-    }
-
+    metadata_get(channel: &Channel) -> ChannelState
+        = metadata(MetadataComponent).roster_hub_metadata().call_get;
     /// `metadata.acquire-lock`.
-    pub async fn acquire_lock(
-        &self,
-        ctx: &CallContext,
-        request: &LockRequest,
-    ) -> Result<Result<LockInfo, Failure>, CallError> {
-        self.call(
-            &self.metadata,
-            async |c: &MetadataComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_metadata()
-                    .call_acquire_lock(store, ctx, request)
-                    .await
-            },
-        )
-        .await
-    }
-
+    acquire_lock(request: &LockRequest) -> LockInfo
+        = metadata(MetadataComponent).roster_hub_metadata().call_acquire_lock;
     /// `metadata.release-lock`.
-    pub async fn release_lock(
-        &self,
-        ctx: &CallContext,
-        request: &LockRequest,
-    ) -> Result<Result<(), Failure>, CallError> {
-        self.call(
-            &self.metadata,
-            async |c: &MetadataComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_metadata()
-                    .call_release_lock(store, ctx, request)
-                    .await
-            },
-        )
-        .await
-    }
-
+    release_lock(request: &LockRequest) -> ()
+        = metadata(MetadataComponent).roster_hub_metadata().call_release_lock;
     /// `reaper.tick`.
-    pub async fn tick(
-        &self,
-        ctx: &CallContext,
-        options: TickOptions,
-    ) -> Result<Result<TickReport, Failure>, CallError> {
-        self.call(
-            &self.reaper,
-            async |c: &ReaperComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_reaper().call_tick(store, ctx, options).await
-            },
-        )
-        .await
-    }
-
+    tick(options: TickOptions) -> TickReport
+        = reaper(ReaperComponent).roster_hub_reaper().call_tick;
     /// `reaper.renew-lease`.
-    pub async fn renew_lease(&self, ctx: &CallContext) -> Result<Result<(), Failure>, CallError> {
-        self.call(
-            &self.reaper,
-            async |c: &ReaperComponent, store: &mut wasmtime::Store<HostState>| {
-                c.roster_hub_reaper().call_renew_lease(store, ctx).await
-            },
-        )
-        .await
-    }
+    renew_lease() -> ()
+        = reaper(ReaperComponent).roster_hub_reaper().call_renew_lease;
 }
 
 /// Compiles (or loads), type-checks and wraps a component as a version of `W`'s slot.

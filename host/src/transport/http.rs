@@ -18,54 +18,21 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use axum::routing::{MethodRouter, any};
 
 use crate::hub::Hub;
-use crate::protocol::{
-    self, Ack, ApiError, HeartbeatBody, JoinBody, LockBody, Reply, SnapshotData, WriteBody,
-};
-use crate::runtime::bindings::types::{Channel, ErrorCode, MetadataOperation};
+use crate::protocol::ops::{self, OpId};
+use crate::protocol::{self, ApiError, Reply};
+use crate::runtime::bindings::types::ErrorCode;
 
-/// The `/v1` routes.
+/// The `/v1` routes: every one goes through the operation table's router, the one the
+/// Spin gateway uses too.
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
-        .route(
-            "/v1/rooms/{room_id}/connections",
-            allow(post(join).get(snapshot), "GET, POST"),
-        )
-        .route(
-            "/v1/rooms/{room_id}/occupancy",
-            allow(get(occupancy), "GET"),
-        )
-        .route(
-            "/v1/connections/{conn_id}/heartbeat",
-            allow(post(heartbeat), "POST"),
-        )
-        .route(
-            "/v1/connections/{conn_id}",
-            allow(axum::routing::delete(leave), "DELETE"),
-        )
-        .route(
-            "/v1/channels/{channel_type}/{channel_name}/metadata",
-            allow(
-                get(metadata_get)
-                    .put(metadata_set)
-                    .patch(metadata_update)
-                    .delete(metadata_remove),
-                "GET, PUT, PATCH, DELETE",
-            ),
-        )
-        .route(
-            "/v1/channels/{channel_type}/{channel_name}/locks/{lock_name}",
-            allow(post(lock_acquire).delete(lock_release), "POST, DELETE"),
-        )
-        .route("/v1/reaper/tick", allow(post(reaper_tick), "POST"))
+        .route("/v1/{*path}", any(v1))
         .fallback(not_found)
 }
 
@@ -81,26 +48,33 @@ pub fn respond(reply: Reply) -> Response {
         .into_response()
 }
 
+/// An error response with `status` (and an `Allow` header for a 405).
+fn refuse(status: u16, error: ApiError, allow: Option<&str>) -> Response {
+    let mut response = respond(Err(error));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    if let Some(allow) = allow.and_then(|allow| header::HeaderValue::from_str(allow).ok()) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
 /// A route that answers other methods with 405, an `Allow` header and an error body.
 pub fn allow<S: Clone + Send + Sync + 'static>(
     route: MethodRouter<S>,
     allowed: &'static str,
 ) -> MethodRouter<S> {
     route.fallback(move |method: Method| async move {
-        let mut response = respond(Err(protocol::method_not_allowed(method.as_str(), allowed)));
-        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
-        response
+        refuse(
+            405,
+            protocol::method_not_allowed(method.as_str(), allowed),
+            Some(allowed),
+        )
     })
 }
 
 /// The reply to a path no route serves.
 pub async fn not_found() -> Response {
-    let mut response = respond(Err(protocol::no_such_route()));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
+    refuse(404, protocol::no_such_route(), None)
 }
 
 /// Reads a request body of at most `max` bytes: more is `PAYLOAD_TOO_LARGE` (without
@@ -136,266 +110,47 @@ pub async fn read_body(request: Request, max: usize, code: ErrorCode) -> Result<
         })
 }
 
-/// A `/v1` body, read within the request limit. A failure is already the JSON response.
-pub struct Body(Bytes);
-
-impl FromRequest<Arc<Hub>> for Body {
-    type Rejection = Response;
-
-    async fn from_request(request: Request, hub: &Arc<Hub>) -> Result<Self, Response> {
-        let code = if request.uri().path().starts_with("/v1/channels/") {
-            ErrorCode::MetadataInvalid
-        } else {
-            ErrorCode::InvalidPayload
-        };
-        read_body(request, hub.config().max_frame_bytes, code)
-            .await
-            .map(Body)
-            .map_err(|error| respond(Err(error)))
-    }
-}
-
-/// The path's parameters, or the contract's error for a path that cannot be read (not
-/// UTF-8 once percent-decoded).
-fn path<T>(path: Result<Path<T>, PathRejection>, code: ErrorCode) -> Result<T, ApiError> {
-    path.map(|Path(value)| value)
-        .map_err(|rejection| ApiError::new(code, format!("the path is not valid: {rejection}")))
-}
-
-/// The query's parameters, or the contract's error.
-fn query<T>(query: Result<Query<T>, QueryRejection>, code: ErrorCode) -> Result<T, ApiError> {
-    query
-        .map(|Query(value)| value)
-        .map_err(|rejection| ApiError::new(code, format!("the query is not valid: {rejection}")))
-}
-
-/// Decodes a body as `T` (see [`protocol::decode_body`]).
-fn body<T: DeserializeOwned>(hub: &Hub, body: &Body, code: ErrorCode) -> Result<T, ApiError> {
-    protocol::decode_body(&body.0, hub.config().max_frame_bytes, code)
-}
-
-const INVALID: ErrorCode = ErrorCode::InvalidPayload;
-const METADATA_INVALID: ErrorCode = ErrorCode::MetadataInvalid;
-
-async fn join(
-    State(hub): State<Arc<Hub>>,
-    room_id: Result<Path<String>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    let reply = async {
-        let room_id = path(room_id, INVALID)?;
-        let body: JoinBody = body(&hub, &bytes, INVALID)?;
-        Ok(Ack::joined(hub.join(body.into_data(room_id), None).await?))
-    };
-    respond(reply.await)
-}
-
-/// The query of a paged snapshot.
-#[derive(Deserialize)]
-struct PageQuery {
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
-async fn snapshot(
-    State(hub): State<Arc<Hub>>,
-    room_id: Result<Path<String>, PathRejection>,
-    page: Result<Query<PageQuery>, QueryRejection>,
-) -> Response {
-    let reply = async {
-        let room_id = path(room_id, INVALID)?;
-        let page = query(page, INVALID)?;
-        let request = SnapshotData {
-            room_id,
-            cursor: page.cursor,
-            limit: page.limit,
-        };
-        Ok(Ack::snapshot(hub.snapshot(request.into_request()).await?))
-    };
-    respond(reply.await)
-}
-
-async fn occupancy(
-    State(hub): State<Arc<Hub>>,
-    room_id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let reply = async {
-        let room_id = path(room_id, INVALID)?;
-        let occupancy = hub.count(&room_id).await?;
-        Ok(Ack::Count { room_id, occupancy })
-    };
-    respond(reply.await)
-}
-
-async fn heartbeat(
-    State(hub): State<Arc<Hub>>,
-    conn_id: Result<Path<String>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    let reply = async {
-        let conn_id = path(conn_id, INVALID)?;
-        let body: HeartbeatBody = body(&hub, &bytes, INVALID)?;
-        let ok = hub.heartbeat(body.into_request(conn_id)).await?;
-        Ok(Ack::Heartbeat {
-            changed: ok.changed,
-        })
-    };
-    respond(reply.await)
-}
-
-async fn leave(
-    State(hub): State<Arc<Hub>>,
-    conn_id: Result<Path<String>, PathRejection>,
-) -> Response {
-    let reply = async {
-        let conn_id = path(conn_id, INVALID)?;
-        hub.leave(&conn_id).await?;
-        Ok(Ack::Done)
-    };
-    respond(reply.await)
-}
-
-#[derive(Deserialize)]
-struct ChannelPath {
-    channel_type: String,
-    channel_name: String,
-}
-
-impl ChannelPath {
-    fn channel(self) -> Channel {
-        Channel {
-            channel_type: self.channel_type,
-            channel_name: self.channel_name,
+/// Every `/v1` request: routed, read, decoded and run as the operation table says.
+async fn v1(State(hub): State<Arc<Hub>>, request: Request) -> Response {
+    let method = request.method().as_str().to_owned();
+    let routed = match ops::route(&method, request.uri().path()) {
+        Ok(routed) => routed,
+        Err(refusal) => {
+            return refuse(refusal.status(), refusal.error(&method), refusal.allow());
         }
+    };
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let mut unread = false;
+    let reply = async {
+        if routed.op.id == OpId::ReaperTick {
+            // Schedulers only: the node reaps by itself; the route lets one scheduler drive
+            // Spin deployments and nodes alike.
+            protocol::check_bearer(
+                hub.config().admin_token.as_deref(),
+                authorization.as_deref(),
+                "ROSTER_ADMIN_TOKEN",
+            )?;
+        }
+        let max = hub.config().max_frame_bytes;
+        let body = read_body(request, max, routed.op.invalid)
+            .await
+            .inspect_err(|_| unread = true)?;
+        let request = ops::Request::from_http(&routed, &query, &body, max)?;
+        ops::execute(request, &*hub).await
+    };
+    let mut response = respond(reply.await);
+    if unread {
+        // The body was refused unread (or could not be read): the connection cannot carry
+        // another request, and the client must not try to reuse it.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
-}
-
-async fn metadata_get(
-    State(hub): State<Arc<Hub>>,
-    channel: Result<Path<ChannelPath>, PathRejection>,
-) -> Response {
-    let reply = async {
-        let channel = path(channel, METADATA_INVALID)?.channel();
-        Ok(Ack::channel(hub.metadata_get(channel).await?))
-    };
-    respond(reply.await)
-}
-
-async fn metadata_write(
-    hub: &Hub,
-    channel: Result<Path<ChannelPath>, PathRejection>,
-    bytes: &Body,
-    operation: MetadataOperation,
-) -> Reply {
-    let channel = path(channel, METADATA_INVALID)?.channel();
-    let body: WriteBody = body(hub, bytes, METADATA_INVALID)?;
-    let state = hub
-        .metadata_write(operation, body.into_request(channel))
-        .await?;
-    Ok(Ack::channel(state))
-}
-
-async fn metadata_set(
-    State(hub): State<Arc<Hub>>,
-    channel: Result<Path<ChannelPath>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    respond(metadata_write(&hub, channel, &bytes, MetadataOperation::Set).await)
-}
-
-async fn metadata_update(
-    State(hub): State<Arc<Hub>>,
-    channel: Result<Path<ChannelPath>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    respond(metadata_write(&hub, channel, &bytes, MetadataOperation::Update).await)
-}
-
-async fn metadata_remove(
-    State(hub): State<Arc<Hub>>,
-    channel: Result<Path<ChannelPath>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    respond(metadata_write(&hub, channel, &bytes, MetadataOperation::Remove).await)
-}
-
-#[derive(Deserialize)]
-struct LockPath {
-    channel_type: String,
-    channel_name: String,
-    lock_name: String,
-}
-
-impl LockPath {
-    fn request(self, ttl_ms: Option<u64>, actor: Option<String>) -> crate::wit::types::LockRequest {
-        protocol::lock_request(
-            Channel {
-                channel_type: self.channel_type,
-                channel_name: self.channel_name,
-            },
-            self.lock_name,
-            ttl_ms,
-            actor,
-        )
-    }
-}
-
-async fn lock_acquire(
-    State(hub): State<Arc<Hub>>,
-    lock: Result<Path<LockPath>, PathRejection>,
-    bytes: Body,
-) -> Response {
-    let reply = async {
-        let lock = path(lock, METADATA_INVALID)?;
-        let body: LockBody = body(&hub, &bytes, METADATA_INVALID)?;
-        let info = hub
-            .acquire_lock(lock.request(body.ttl_ms, body.actor_user_id))
-            .await?;
-        Ok(Ack::lock(info))
-    };
-    respond(reply.await)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ActorQuery {
-    #[serde(default)]
-    actor_user_id: Option<String>,
-}
-
-async fn lock_release(
-    State(hub): State<Arc<Hub>>,
-    lock: Result<Path<LockPath>, PathRejection>,
-    actor: Result<Query<ActorQuery>, QueryRejection>,
-    bytes: Body,
-) -> Response {
-    let reply = async {
-        let lock = path(lock, METADATA_INVALID)?;
-        let actor = query(actor, METADATA_INVALID)?;
-        let body: LockBody = body(&hub, &bytes, METADATA_INVALID)?;
-        let actor = body.actor_user_id.or(actor.actor_user_id);
-        hub.release_lock(lock.request(None, actor)).await?;
-        Ok(Ack::Done)
-    };
-    respond(reply.await)
-}
-
-/// `POST /v1/reaper/tick`: one reaper pass now, for external schedulers. A node runs its
-/// reaper by itself; the route exists so that one scheduler can drive Spin deployments and
-/// nodes alike. Needs the admin token.
-async fn reaper_tick(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
-    let reply = async {
-        let authorization = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
-        protocol::check_bearer(
-            hub.config().admin_token.as_deref(),
-            authorization,
-            "ROSTER_ADMIN_TOKEN",
-        )?;
-        Ok(Ack::Tick(hub.reap().await?))
-    };
-    respond(reply.await)
+    response
 }

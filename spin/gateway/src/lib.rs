@@ -27,16 +27,17 @@ mod wit {
 
 mod config;
 mod protocol;
-mod route;
 
 use spin_sdk::http::{Method, Request, Response};
 
 use crate::bindings::roster::hub::{metadata, presence, reaper};
 use crate::config::Config;
-use crate::protocol::{Ack, ApiError, HeartbeatBody, JoinBody, LockBody, Reply, WriteBody};
-use crate::route::Route;
+use crate::protocol::ops::{self, Components, OpId};
+use crate::protocol::{ApiError, Reply};
 use crate::wit::types::{
-    CallContext, Channel, ErrorCode, JoinRequest, MetadataOperation, TickOptions,
+    CallContext, Channel, ChannelState, ErrorCode, HeartbeatOk, HeartbeatRequest, JoinRequest,
+    Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, SnapshotPage,
+    SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 
 #[allow(unsafe_code, reason = "spin-sdk's handler glue")]
@@ -60,136 +61,153 @@ fn serve(request: &Request) -> Response {
             return json(500, protocol::reply_json(&reply), None);
         }
     };
-    let method = request.method();
-    if *method == Method::Options {
+    let method = request.method().to_string();
+    if *request.method() == Method::Options {
         return preflight(request, &config);
     }
-    let route = match Route::parse(request.path()) {
-        Ok(route) => route,
-        Err(error) => return respond_with(request, &config, 404, &Err(error), None),
+    let path = request.path();
+    if matches!(path, "/healthz" | "/readyz") {
+        if *request.method() != Method::Get {
+            let error = protocol::method_not_allowed(&method, "GET");
+            return respond_with(request, &config, 405, &Err(error), Some("GET"));
+        }
+        return if path == "/healthz" {
+            respond_json(request, &config, 200, r#"{"ok":true}"#.to_owned())
+        } else {
+            ready(request, &config)
+        };
+    }
+    let routed = match ops::route(&method, path) {
+        Ok(routed) => routed,
+        Err(refusal) => {
+            let status = refusal.status();
+            return respond_with(
+                request,
+                &config,
+                status,
+                &Err(refusal.error(&method)),
+                refusal.allow(),
+            );
+        }
     };
-    if !route.allows(method) {
-        let allowed = route.methods();
-        let error = protocol::method_not_allowed(&method.to_string(), allowed);
-        return respond_with(request, &config, 405, &Err(error), Some(allowed));
-    }
-    if let Route::Health = route {
-        return respond_json(request, &config, 200, r#"{"ok":true}"#.to_owned());
-    }
-    if let Route::Ready = route {
-        return ready(request, &config);
-    }
-    let reply = dispatch(request, &config, route);
+    let reply = dispatch(request, &config, &routed);
     let status = protocol::reply_status(&reply);
     respond_with(request, &config, status, &reply, None)
 }
 
-/// Runs a `/v1` request through the components.
-fn dispatch(request: &Request, config: &Config, route: Route) -> Reply {
-    let ctx = config.context();
+/// Runs a `/v1` request through the operation table, as a node's `/v1` does.
+fn dispatch(request: &Request, config: &Config, routed: &ops::Routed) -> Reply {
+    if routed.op.id == OpId::ReaperTick {
+        let authorization = request.header("authorization").and_then(|v| v.as_str());
+        protocol::check_bearer(
+            config.tick_token.as_deref(),
+            authorization,
+            "the tick_token variable",
+        )?;
+    }
     let body = request.body();
     let max = config.max_body_bytes;
-    match (route, request.method()) {
-        (Route::Connections { room_id }, Method::Get) => {
-            let page = route::snapshot_query(request.query(), room_id)?.into_request();
-            let page = presence::snapshot(&ctx, &page)?;
-            tick_on_traffic(config, &ctx);
-            Ok(Ack::snapshot(page))
-        }
-        (Route::Occupancy { room_id }, _) => {
-            let occupancy = presence::count(&ctx, &room_id)?;
-            tick_on_traffic(config, &ctx);
-            Ok(Ack::Count { room_id, occupancy })
-        }
-        (Route::Connections { room_id }, _) => {
-            let body: JoinBody = protocol::decode_body(body, max, ErrorCode::InvalidPayload)?;
-            let data = body.into_data(room_id);
-            let request = JoinRequest {
-                room_id: data.room_id,
-                user_id: data.user_id,
-                state: data.state.map(|raw| String::from(raw.get())),
-                nonce: random_u64(),
-                replaces: None,
-            };
-            let joined = presence::join(&ctx, &request)?;
-            tick_on_traffic(config, &ctx);
-            Ok(Ack::joined(joined))
-        }
-        (Route::Heartbeat { conn_id }, _) => {
-            let body: HeartbeatBody = protocol::decode_body(body, max, ErrorCode::InvalidPayload)?;
-            let requests = [body.into_request(conn_id)];
-            let result = presence::heartbeat(&ctx, &requests)
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::ComponentFailed,
-                        "the presence component answered a heartbeat with no result",
-                    )
-                })?;
-            let ok = result?;
-            Ok(Ack::Heartbeat {
-                changed: ok.changed,
-            })
-        }
-        (Route::Connection { conn_id }, _) => {
-            presence::leave(&ctx, &conn_id)?;
-            tick_on_traffic(config, &ctx);
-            Ok(Ack::Done)
-        }
-        (Route::Metadata { channel }, Method::Get) => {
-            Ok(Ack::channel(metadata::get(&ctx, &channel)?))
-        }
-        (Route::Metadata { channel }, method) => {
-            let operation = match method {
-                Method::Put => MetadataOperation::Set,
-                Method::Patch => MetadataOperation::Update,
-                _ => MetadataOperation::Remove,
-            };
-            let body: WriteBody = protocol::decode_body(body, max, ErrorCode::MetadataInvalid)?;
-            let write = body.into_request(channel);
-            let state = match operation {
-                MetadataOperation::Set => metadata::set(&ctx, &write)?,
-                MetadataOperation::Update => metadata::update(&ctx, &write)?,
-                MetadataOperation::Remove => metadata::remove(&ctx, &write)?,
-            };
-            Ok(Ack::channel(state))
-        }
-        (Route::Lock { channel, lock_name }, Method::Post) => {
-            let body: LockBody = protocol::decode_body(body, max, ErrorCode::MetadataInvalid)?;
-            let lock = protocol::lock_request(channel, lock_name, body.ttl_ms, body.actor_user_id);
-            Ok(Ack::lock(metadata::acquire_lock(&ctx, &lock)?))
-        }
-        (Route::Lock { channel, lock_name }, _) => {
-            let body: LockBody = protocol::decode_body(body, max, ErrorCode::MetadataInvalid)?;
-            let actor = body
-                .actor_user_id
-                .or_else(|| route::query_value(request.query(), "actorUserId"));
-            let lock = protocol::lock_request(channel, lock_name, None, actor);
-            metadata::release_lock(&ctx, &lock)?;
-            Ok(Ack::Done)
-        }
-        (Route::Tick, _) => {
-            let authorization = request.header("authorization").and_then(|v| v.as_str());
-            protocol::check_bearer(
-                config.tick_token.as_deref(),
-                authorization,
-                "the tick_token variable",
-            )?;
-            tick(&ctx)
-        }
-        (Route::Health | Route::Ready, _) => Ok(Ack::Done),
+    if body.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is {} bytes; the limit is {max}", body.len()),
+        ));
     }
+    let parsed = ops::Request::from_http(routed, request.query(), body, max)?;
+    let gateway = Gateway {
+        ctx: config.context(),
+    };
+    // Every call below is synchronous (Spin's imports block), so the future completes on
+    // its first poll.
+    let reply = futures_util::FutureExt::now_or_never(ops::execute(parsed, &gateway))
+        .unwrap_or_else(|| {
+            Err(ApiError::new(
+                ErrorCode::ComponentFailed,
+                "a component call did not complete",
+            ))
+        });
+    if matches!(
+        routed.op.id,
+        OpId::Join | OpId::Leave | OpId::Snapshot | OpId::Count
+    ) {
+        tick_on_traffic(config, &gateway.ctx);
+    }
+    reply
 }
 
-/// One reaper tick. Connections of dead nodes are left to the nodes: a Spin deployment has
-/// no lease of its own to tell a store outage from dead nodes (docs/spin.md).
-fn tick(ctx: &CallContext) -> Reply {
-    let options = TickOptions {
-        reap_dead_nodes: false,
-        at_most_every_ms: None,
-    };
-    Ok(Ack::Tick(reaper::tick(ctx, options)?))
+/// The components as the gateway reaches them: the composition's imports, one request's
+/// context.
+struct Gateway {
+    ctx: CallContext,
+}
+
+impl Components for Gateway {
+    fn nonce(&self) -> Result<u64, ApiError> {
+        Ok(wasi::random::random::get_random_u64())
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<Joined, ApiError> {
+        Ok(presence::join(&self.ctx, &request)?)
+    }
+
+    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
+        presence::heartbeat(&self.ctx, &[request])
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ComponentFailed,
+                    "the presence component answered a heartbeat with no result",
+                )
+            })?
+            .map_err(ApiError::from)
+    }
+
+    async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
+        Ok(presence::leave(&self.ctx, conn_id)?)
+    }
+
+    async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
+        Ok(presence::snapshot(&self.ctx, &request)?)
+    }
+
+    async fn count(&self, room_id: &str) -> Result<Occupancy, ApiError> {
+        Ok(presence::count(&self.ctx, room_id)?)
+    }
+
+    async fn metadata_write(
+        &self,
+        operation: MetadataOperation,
+        request: WriteRequest,
+    ) -> Result<ChannelState, ApiError> {
+        Ok(match operation {
+            MetadataOperation::Set => metadata::set(&self.ctx, &request)?,
+            MetadataOperation::Update => metadata::update(&self.ctx, &request)?,
+            MetadataOperation::Remove => metadata::remove(&self.ctx, &request)?,
+        })
+    }
+
+    async fn metadata_get(&self, channel: Channel) -> Result<ChannelState, ApiError> {
+        Ok(metadata::get(&self.ctx, &channel)?)
+    }
+
+    async fn acquire_lock(&self, request: LockRequest) -> Result<LockInfo, ApiError> {
+        Ok(metadata::acquire_lock(&self.ctx, &request)?)
+    }
+
+    async fn release_lock(&self, request: LockRequest) -> Result<(), ApiError> {
+        Ok(metadata::release_lock(&self.ctx, &request)?)
+    }
+
+    /// One reaper tick. Connections of dead nodes are left to the nodes: a Spin deployment
+    /// has no lease of its own to tell a store outage from dead nodes (docs/spin.md).
+    async fn tick(&self) -> Result<TickReport, ApiError> {
+        let options = TickOptions {
+            reap_dead_nodes: false,
+            at_most_every_ms: None,
+        };
+        Ok(reaper::tick(&self.ctx, options)?)
+    }
 }
 
 /// After a request that changes or reads a room's membership, runs the reaper if no tick
@@ -236,11 +254,6 @@ fn ready(request: &Request, config: &Config) -> Response {
             )
         }
     }
-}
-
-/// 64 random bits from the host (`wasi:random`).
-fn random_u64() -> u64 {
-    wasi::random::random::get_random_u64()
 }
 
 /// A JSON response; `allow` adds an `Allow` header.

@@ -9,6 +9,9 @@
 mod json;
 pub use json::*;
 
+#[path = "../../../wire/ops.rs"]
+pub mod ops;
+
 #[path = "../../../wire/defaults.rs"]
 mod defaults;
 pub use defaults::*;
