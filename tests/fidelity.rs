@@ -270,7 +270,10 @@ async fn a_rejoin_into_a_full_room_replaces_in_place() {
         .map(|c| c["connId"].as_str().unwrap().to_owned())
         .collect();
     assert!(ids.contains(&new) && !ids.contains(&scene.conn), "{ids:?}");
-    assert_eq!(host.hub.count("home").await.unwrap().connections, 2);
+    assert_eq!(
+        host.hub.as_host().count("home").await.unwrap().connections,
+        2
+    );
 }
 
 /// With Redis not answering, a join on a socket that holds a connection fails with

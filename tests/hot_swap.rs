@@ -75,7 +75,7 @@ async fn the_admin_api_needs_its_token() {
         .iter()
         .map(|c| c["slot"].as_str().unwrap())
         .collect();
-    assert_eq!(slots, ["presence", "metadata", "reaper"]);
+    assert_eq!(slots, ["presence", "metadata", "reaper", "policy"]);
     let presence = &listing["components"][0];
     assert_eq!(
         presence["current"]["version"],
@@ -396,8 +396,8 @@ async fn compiled_components_are_cached() {
         .filter(|p| p.ends_with(".cwasm"))
         .count();
     assert_eq!(
-        artifacts, 4,
-        "three components at start-up and the swapped one"
+        artifacts, 5,
+        "four components at start-up and the swapped one"
     );
 }
 

@@ -248,7 +248,7 @@ async fn http_errors_and_health() {
     );
     assert_eq!(
         http.send("GET", "/readyz", None).await,
-        (200, json!({"ok": true, "store": "memory"}))
+        (200, json!({"ok": true, "store": "memory", "auth": "open"}))
     );
     let (status, metrics) = http.send("GET", "/metrics", None).await;
     assert_eq!(status, 200);

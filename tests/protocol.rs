@@ -382,7 +382,7 @@ async fn shutdown_leaves_and_closes_sockets() {
             other => panic!("expected a 1001 close, got {other:?}"),
         }
     }
-    let occupancy = hub.count("lobby").await.unwrap();
+    let occupancy = hub.as_host().count("lobby").await.unwrap();
     assert_eq!((occupancy.connections, occupancy.users), (0, 0));
     assert_eq!(hub.socket_count(), 0);
 }

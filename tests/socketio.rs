@@ -78,12 +78,12 @@ async fn shutdown_leaves_then_closes_transports() {
         assert_eq!(ack["ok"], json!(true));
         clients.push(client);
     }
-    assert_eq!(hub.count("closing").await.unwrap().connections, 3);
+    assert_eq!(hub.as_host().count("closing").await.unwrap().connections, 3);
     host.stop().await;
     for client in &mut clients {
         client.ended().await;
     }
-    assert_eq!(hub.count("closing").await.unwrap().connections, 0);
+    assert_eq!(hub.as_host().count("closing").await.unwrap().connections, 0);
     assert_eq!(hub.socket_count(), 0);
 }
 

@@ -51,7 +51,7 @@ async fn node(redis: &RedisServer) -> TestHost {
     let url = redis.url();
     let host = TestHost::start_with(move |c| {
         c.redis_url = Some(url);
-        c.admin_token = Some(TOKEN.to_owned());
+        c.tick_token = Some(TOKEN.into());
     })
     .await;
     let http = host.http();
@@ -472,7 +472,7 @@ async fn run_script(base: &str) -> Vec<(String, u16, Value)> {
         // The one intended difference: the tick's token is a different setting on each.
         if let Some(message) = reply["error"]["message"].as_str() {
             let named = message
-                .replace("ROSTER_ADMIN_TOKEN", "the token setting")
+                .replace("ROSTER_TICK_TOKEN", "the token setting")
                 .replace("the tick_token variable", "the token setting");
             reply["error"]["message"] = json!(named);
         }
@@ -1038,5 +1038,5 @@ async fn every_operation_is_served_on_every_transport_it_names() {
         }
         served += 1;
     }
-    assert_eq!(served, 23, "every event and route of the table was tried");
+    assert_eq!(served, 24, "every event and route of the table was tried");
 }

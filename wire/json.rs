@@ -152,8 +152,9 @@ fn strip_position(message: &str) -> String {
 pub struct JoinData {
     /// The room.
     pub room_id: String,
-    /// The user.
-    pub user_id: String,
+    /// The user; may be omitted with a token (it is the token's `sub`).
+    #[serde(default)]
+    pub user_id: Option<String>,
     /// The initial state, any JSON (the component checks it is an object).
     #[serde(default)]
     pub state: Option<Box<RawValue>>,
@@ -455,6 +456,11 @@ pub enum Ack {
         /// The major revision.
         major_revision: u64,
     },
+    /// `auth:refresh`: when the new token expires (ms; none in open mode).
+    Refreshed {
+        /// The new token's `exp`, in ms.
+        expires_at: Option<u64>,
+    },
     /// `lock:acquire`.
     Lock {
         /// The lock.
@@ -548,6 +554,7 @@ impl Serialize for Ack {
                 map.serialize_entry("items", items)?;
                 map.serialize_entry("majorRevision", major_revision)?;
             }
+            Ack::Refreshed { expires_at } => map.serialize_entry("expiresAt", expires_at)?,
             Ack::Lock {
                 lock_name,
                 owner,
@@ -643,8 +650,9 @@ pub fn decode_body<T: DeserializeOwned>(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinBody {
-    /// The user.
-    pub user_id: String,
+    /// The user; may be omitted with a token (it is the token's `sub`).
+    #[serde(default)]
+    pub user_id: Option<String>,
     /// The initial state.
     #[serde(default)]
     pub state: Option<Box<RawValue>>,
@@ -766,7 +774,8 @@ pub fn check_bearer(
     }
 }
 
-/// Compares in time independent of where the inputs differ.
+/// Compares in time independent of where the inputs differ (`subtle`).
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }

@@ -26,8 +26,8 @@ use super::{
     lock_request,
 };
 use crate::wit::types::{
-    self, Channel, ChannelState, ErrorCode, HeartbeatOk, Joined, Left, LockInfo, MetadataOperation,
-    Occupancy, SnapshotPage, TickReport,
+    self, Action, Channel, ChannelState, ErrorCode, HeartbeatOk, Joined, Left, LockInfo,
+    MetadataOperation, Occupancy, SnapshotPage, TickReport,
 };
 
 /// Which operation.
@@ -57,6 +57,8 @@ pub enum OpId {
     LockRelease,
     /// One reaper pass, for schedulers (HTTP only).
     ReaperTick,
+    /// `auth:refresh`: a socket's new token (sockets only).
+    AuthRefresh,
 }
 
 /// The component an operation calls.
@@ -68,23 +70,8 @@ pub enum Slot {
     Metadata,
     /// `roster:hub/reaper`.
     Reaper,
-}
-
-/// What the policy decides for an operation (DESIGN.md §7): who may do it to which name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Join a room (and act on one's own connection in it).
-    Join,
-    /// Read a room's members or size.
-    Read,
-    /// Read a channel's metadata.
-    MetadataRead,
-    /// Write a channel's metadata.
-    MetadataWrite,
-    /// Take or release a channel's lock.
-    Lock,
-    /// Run the reaper (schedulers, behind their own token).
-    Operate,
+    /// No component: the host itself (token verification).
+    Host,
 }
 
 /// How an operation counts against rate limits.
@@ -120,8 +107,10 @@ pub struct Operation {
     pub slot: Slot,
     /// The component's export it calls.
     pub export: &'static str,
-    /// What the policy decides for it.
-    pub action: Action,
+    /// What the policy decides for it, about the name the request names; none: no policy
+    /// call (heartbeats and leaves act only on the caller's own connections, the tick is
+    /// behind its own token).
+    pub action: Option<Action>,
     /// How it counts against rate limits.
     pub rate: RateClass,
     /// The code of a malformed request.
@@ -136,14 +125,14 @@ const PRESENCE_INVALID: ErrorCode = ErrorCode::InvalidPayload;
 const METADATA_INVALID: ErrorCode = ErrorCode::MetadataInvalid;
 
 /// Every operation. Order matters only for the `Allow` header of a path several serve.
-pub const OPERATIONS: [Operation; 12] = [
+pub const OPERATIONS: [Operation; 13] = [
     Operation {
         id: OpId::Join,
         event: Some("presence:join"),
         http: http("POST", "/v1/rooms/{roomId}/connections"),
         slot: Slot::Presence,
         export: "join",
-        action: Action::Join,
+        action: Some(Action::Join),
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -153,7 +142,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("POST", "/v1/connections/{connId}/heartbeat"),
         slot: Slot::Presence,
         export: "heartbeat",
-        action: Action::Join,
+        action: None,
         rate: RateClass::Heartbeat,
         invalid: PRESENCE_INVALID,
     },
@@ -163,7 +152,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("DELETE", "/v1/connections/{connId}"),
         slot: Slot::Presence,
         export: "leave",
-        action: Action::Join,
+        action: None,
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -173,7 +162,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("GET", "/v1/rooms/{roomId}/connections"),
         slot: Slot::Presence,
         export: "snapshot",
-        action: Action::Read,
+        action: Some(Action::Read),
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -183,7 +172,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("GET", "/v1/rooms/{roomId}/occupancy"),
         slot: Slot::Presence,
         export: "count",
-        action: Action::Read,
+        action: Some(Action::Read),
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -193,7 +182,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("GET", "/v1/channels/{channelType}/{channelName}/metadata"),
         slot: Slot::Metadata,
         export: "get",
-        action: Action::MetadataRead,
+        action: Some(Action::MetadataRead),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -203,7 +192,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("PUT", "/v1/channels/{channelType}/{channelName}/metadata"),
         slot: Slot::Metadata,
         export: "set",
-        action: Action::MetadataWrite,
+        action: Some(Action::MetadataWrite),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -213,7 +202,7 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("PATCH", "/v1/channels/{channelType}/{channelName}/metadata"),
         slot: Slot::Metadata,
         export: "update",
-        action: Action::MetadataWrite,
+        action: Some(Action::MetadataWrite),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -226,7 +215,7 @@ pub const OPERATIONS: [Operation; 12] = [
         ),
         slot: Slot::Metadata,
         export: "remove",
-        action: Action::MetadataWrite,
+        action: Some(Action::MetadataWrite),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -239,7 +228,7 @@ pub const OPERATIONS: [Operation; 12] = [
         ),
         slot: Slot::Metadata,
         export: "acquire-lock",
-        action: Action::Lock,
+        action: Some(Action::Lock),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -252,7 +241,7 @@ pub const OPERATIONS: [Operation; 12] = [
         ),
         slot: Slot::Metadata,
         export: "release-lock",
-        action: Action::Lock,
+        action: Some(Action::Lock),
         rate: RateClass::Request,
         invalid: METADATA_INVALID,
     },
@@ -262,8 +251,18 @@ pub const OPERATIONS: [Operation; 12] = [
         http: http("POST", "/v1/reaper/tick"),
         slot: Slot::Reaper,
         export: "tick",
-        action: Action::Operate,
+        action: None,
         rate: RateClass::Operator,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::AuthRefresh,
+        event: Some("auth:refresh"),
+        http: None,
+        slot: Slot::Host,
+        export: "verify",
+        action: None,
+        rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
 ];
@@ -475,6 +474,11 @@ pub enum Request {
     LockRelease(types::LockRequest),
     /// A reaper pass.
     ReaperTick,
+    /// `auth:refresh`: a socket's new token (its session verifies it).
+    AuthRefresh {
+        /// The token.
+        token: String,
+    },
 }
 
 /// The metadata operation of a write.
@@ -532,6 +536,9 @@ impl Request {
                     "the reaper tick is an HTTP route for schedulers",
                 ));
             }
+            OpId::AuthRefresh => Request::AuthRefresh {
+                token: decode::<TokenData>(data, code)?.token,
+            },
         };
         Ok((op, request))
     }
@@ -625,7 +632,47 @@ impl Request {
                 Request::LockRelease(lock_request(channel()?, param("lockName")?, None, actor))
             }
             OpId::ReaperTick => Request::ReaperTick,
+            OpId::AuthRefresh => {
+                return Err(ApiError::new(code, "auth:refresh is a socket event"));
+            }
         })
+    }
+
+    /// Which operation this is.
+    pub fn id(&self) -> OpId {
+        match self {
+            Request::Join { .. } => OpId::Join,
+            Request::Heartbeat(_) => OpId::Heartbeat,
+            Request::Leave { .. } => OpId::Leave,
+            Request::Snapshot(_) => OpId::Snapshot,
+            Request::Count { .. } => OpId::Count,
+            Request::MetadataWrite(MetadataOperation::Set, _) => OpId::MetadataSet,
+            Request::MetadataWrite(MetadataOperation::Update, _) => OpId::MetadataUpdate,
+            Request::MetadataWrite(MetadataOperation::Remove, _) => OpId::MetadataRemove,
+            Request::MetadataGet(_) => OpId::MetadataGet,
+            Request::LockAcquire(_) => OpId::LockAcquire,
+            Request::LockRelease(_) => OpId::LockRelease,
+            Request::ReaperTick => OpId::ReaperTick,
+            Request::AuthRefresh { .. } => OpId::AuthRefresh,
+        }
+    }
+
+    /// The name the policy judges: the room, or the channel.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Request::Join { data, .. } => Some(&data.room_id),
+            Request::Snapshot(request) => Some(&request.room_id),
+            Request::Count { room_id } => Some(room_id),
+            Request::MetadataWrite(_, request) => Some(&request.channel.channel_name),
+            Request::MetadataGet(channel) => Some(&channel.channel_name),
+            Request::LockAcquire(request) | Request::LockRelease(request) => {
+                Some(&request.channel.channel_name)
+            }
+            Request::Heartbeat(_)
+            | Request::Leave { .. }
+            | Request::ReaperTick
+            | Request::AuthRefresh { .. } => None,
+        }
     }
 
     /// Sets the acting user of a metadata or lock request (a socket's is the user it
@@ -651,6 +698,8 @@ impl Request {
 pub trait Components {
     /// 64 bits from a cryptographic RNG, for a new connection id.
     fn nonce(&self) -> Result<u64, ApiError>;
+    /// `policy.decide` for the caller: whether it may do `action` to `name`.
+    async fn authorize(&self, action: Action, name: &str) -> Result<(), ApiError>;
     /// `presence.join`.
     async fn join(&self, request: types::JoinRequest) -> Result<Joined, ApiError>;
     /// `presence.heartbeat`, for one request.
@@ -692,8 +741,17 @@ pub fn join_request(
     })
 }
 
-/// Runs a request through the components and builds its ack.
+/// Asks the policy about `request`, when its operation needs a decision.
+pub async fn authorize(request: &Request, components: &impl Components) -> Result<(), ApiError> {
+    match (request.id().spec().action, request.subject()) {
+        (Some(action), Some(name)) => components.authorize(action, name).await,
+        _ => Ok(()),
+    }
+}
+
+/// Runs a request through the policy and the components and builds its ack.
 pub async fn execute(request: Request, components: &impl Components) -> Reply {
+    authorize(&request, components).await?;
     match request {
         Request::Join { data, replaces } => {
             let request = join_request(data, replaces, components)?;
@@ -730,7 +788,17 @@ pub async fn execute(request: Request, components: &impl Components) -> Reply {
             Ok(Ack::Done)
         }
         Request::ReaperTick => Ok(Ack::Tick(components.tick().await?)),
+        Request::AuthRefresh { .. } => Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            "auth:refresh renews a socket's token; this transport has none",
+        )),
     }
+}
+
+/// `auth:refresh` data.
+#[derive(Debug, serde::Deserialize)]
+struct TokenData {
+    token: String,
 }
 
 #[cfg(test)]
@@ -754,6 +822,7 @@ mod tests {
             OpId::LockAcquire,
             OpId::LockRelease,
             OpId::ReaperTick,
+            OpId::AuthRefresh,
         ] {
             assert_eq!(
                 OPERATIONS.iter().filter(|op| op.id == id).count(),

@@ -208,6 +208,7 @@ fn host_context(config: &Config) -> host_types::CallContext {
         now: Clock::System.now_ms(),
         node_id: "bench".into(),
         settings: config.settings(),
+        principal: roster_host::protocol::auth::open_principal(),
     }
 }
 
@@ -229,6 +230,13 @@ fn guest_context(config: &Config) -> guest_types::CallContext {
             node_lease_ms: s.node_lease_ms,
             max_snapshot_members: s.max_snapshot_members,
             max_snapshot_bytes: s.max_snapshot_bytes,
+        },
+        principal: guest_types::Principal {
+            user_id: None,
+            verified: false,
+            role: None,
+            permissions: Vec::new(),
+            rooms: None,
         },
     }
 }
@@ -273,7 +281,7 @@ fn component_side(config: &Config) -> ComponentSide {
     for i in 0..CONNECTIONS {
         let request = host_types::JoinRequest {
             room_id: format!("room-{}", i % ROOMS),
-            user_id: format!("user-{i}"),
+            user_id: Some(format!("user-{i}")),
             state: Some(patch(0)),
             nonce: fastrand::u64(..),
             replaces: None,
@@ -305,7 +313,7 @@ fn native_side(config: &Config) -> Vec<String> {
         .map(|i| {
             let request = guest_types::JoinRequest {
                 room_id: format!("room-{}", i % ROOMS),
-                user_id: format!("user-{i}"),
+                user_id: Some(format!("user-{i}")),
                 state: Some(patch(0)),
                 nonce: fastrand::u64(..),
                 replaces: None,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
 
 #[path = "../../wire/defaults.rs"]
 mod defaults;
@@ -35,9 +36,12 @@ pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
 pub const DEFAULT_SOCKETIO_PING_INTERVAL_MS: u64 = 25_000;
 /// Socket.IO's own default ping timeout.
 pub const DEFAULT_SOCKETIO_PING_TIMEOUT_MS: u64 = 20_000;
-/// Browsers on any origin may use the HTTP API and Socket.IO's long-polling, as with the
-/// Node server this replaces; deployments narrow it.
-pub const DEFAULT_CORS_ORIGINS: &str = "*";
+/// Clock skew forgiven on a token's `exp` and `nbf`: clients and issuers are rarely more
+/// than seconds apart, and a refresh arrives well within it.
+pub const DEFAULT_JWT_LEEWAY_MS: u64 = 30_000;
+/// `/v1` requests per second per principal (per address in open mode), bursts of twice
+/// that: a backend's steady use, not a flood.
+pub const DEFAULT_HTTP_RATE_LIMIT_PER_SEC: u32 = 200;
 /// A Redis round trip takes well under a millisecond on a LAN; half a second means Redis is
 /// in trouble, and leaves room inside the component deadline for a write and a retry.
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 500;
@@ -184,10 +188,42 @@ pub struct Config {
     #[arg(long, env = "ROSTER_SOCKETIO_PING_TIMEOUT_MS", default_value_t = DEFAULT_SOCKETIO_PING_TIMEOUT_MS)]
     pub socketio_ping_timeout_ms: u64,
 
-    /// Origins allowed to call the HTTP API and Socket.IO's long-polling from a browser:
-    /// `*`, or a comma-separated list of origins.
-    #[arg(long, env = "ROSTER_CORS_ORIGINS", default_value = DEFAULT_CORS_ORIGINS)]
-    pub cors_origins: String,
+    /// Origins browsers may call the HTTP API, Socket.IO and `/ws` from: `*`, or a
+    /// comma-separated list. Unset: any origin in open mode, none (same-origin pages only)
+    /// with authentication on.
+    #[arg(long, env = "ROSTER_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// The HS256/384/512 secret tokens are signed with (at least 32 bytes). Setting this,
+    /// `ROSTER_JWT_PUBLIC_KEY_FILE` or `ROSTER_JWT_JWKS_FILE` turns authentication on.
+    #[arg(long, env = "ROSTER_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// A PEM public key tokens are signed with (RS256/384/512, PS*, ES256/384, EdDSA).
+    #[arg(long, env = "ROSTER_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// A JWKS document; a token's `kid` picks its key.
+    #[arg(long, env = "ROSTER_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+
+    /// The `iss` tokens must have (checked when set).
+    #[arg(long, env = "ROSTER_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` tokens must have (checked when set).
+    #[arg(long, env = "ROSTER_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew forgiven on `exp` and `nbf` (ms); a socket's token expires this long
+    /// after its `exp`.
+    #[arg(long, env = "ROSTER_JWT_LEEWAY_MS", default_value_t = DEFAULT_JWT_LEEWAY_MS)]
+    pub jwt_leeway_ms: u64,
+
+    /// `/v1` requests per second per principal (per client address in open mode), bursts
+    /// of twice that; 0 turns the limit off.
+    #[arg(long, env = "ROSTER_HTTP_RATE_LIMIT", default_value_t = DEFAULT_HTTP_RATE_LIMIT_PER_SEC)]
+    pub http_rate_limit_per_sec: u32,
 
     /// Most heartbeats coalesced into one component call (and one store round trip); 1
     /// turns coalescing off.
@@ -244,11 +280,25 @@ pub struct Config {
     /// The reaper component's live instances.
     #[arg(long, env = "ROSTER_REAPER_INSTANCES")]
     pub reaper_instances: Option<u32>,
+    /// The policy component's call deadline (ms).
+    #[arg(long, env = "ROSTER_POLICY_DEADLINE_MS")]
+    pub policy_deadline_ms: Option<u64>,
+    /// The policy component's memory cap (MiB).
+    #[arg(long, env = "ROSTER_POLICY_MEMORY_MIB")]
+    pub policy_memory_mib: Option<u64>,
+    /// The policy component's live instances.
+    #[arg(long, env = "ROSTER_POLICY_INSTANCES")]
+    pub policy_instances: Option<u32>,
 
     /// Bearer token of the admin API (`/admin/...`); without one the admin API refuses
     /// every request.
-    #[arg(long, env = "ROSTER_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "ROSTER_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: Option<SecretString>,
+
+    /// Bearer token of `POST /v1/reaper/tick`, for schedulers; without one the route
+    /// refuses every request.
+    #[arg(long, env = "ROSTER_TICK_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub tick_token: Option<SecretString>,
 
     /// Watch `ROSTER_COMPONENTS_DIR`: a changed `presence.wasm`, `metadata.wasm` or
     /// `reaper.wasm` is swapped in.
@@ -286,6 +336,11 @@ pub struct Config {
     pub clock: Clock,
 }
 
+/// A secret from a flag or the environment; kept out of `Debug` and logs.
+fn secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value))
+}
+
 /// A configuration value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -302,6 +357,9 @@ pub enum ConfigError {
     /// `REDIS_URL` cannot be used.
     #[error("REDIS_URL: {0}")]
     RedisUrl(String),
+    /// The token keys cannot be used.
+    #[error("authentication: {0}")]
+    Auth(String),
     /// The limits let one call of a component need more memory than its cap.
     #[error(
         "the {slot} component may need {need_mib} MiB for one call at these limits, over its \
@@ -368,7 +426,14 @@ impl Default for Config {
             heartbeat_window_us: 0,
             socketio_ping_interval_ms: DEFAULT_SOCKETIO_PING_INTERVAL_MS,
             socketio_ping_timeout_ms: DEFAULT_SOCKETIO_PING_TIMEOUT_MS,
-            cors_origins: DEFAULT_CORS_ORIGINS.to_owned(),
+            cors_origins: None,
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_ms: DEFAULT_JWT_LEEWAY_MS,
+            http_rate_limit_per_sec: DEFAULT_HTTP_RATE_LIMIT_PER_SEC,
             component_deadline_ms: DEFAULT_COMPONENT_DEADLINE_MS,
             component_memory_mib: DEFAULT_COMPONENT_MEMORY_MIB,
             component_instances: DEFAULT_COMPONENT_INSTANCES,
@@ -382,7 +447,11 @@ impl Default for Config {
             reaper_deadline_ms: None,
             reaper_memory_mib: None,
             reaper_instances: None,
+            policy_deadline_ms: None,
+            policy_memory_mib: None,
+            policy_instances: None,
             admin_token: None,
+            tick_token: None,
             watch_components: false,
             cache_dir: None,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
@@ -448,6 +517,11 @@ impl Config {
                 self.reaper_deadline_ms,
                 self.reaper_memory_mib,
                 self.reaper_instances,
+            ),
+            policy: slot(
+                self.policy_deadline_ms,
+                self.policy_memory_mib,
+                self.policy_instances,
             ),
         }
     }
@@ -515,9 +589,62 @@ impl Config {
         self.max_frame_bytes.saturating_mul(4)
     }
 
-    /// The allowed CORS origins: none means any.
+    /// Whether tokens are verified (a key is configured).
+    pub fn auth_on(&self) -> bool {
+        self.jwt_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_file.is_some()
+    }
+
+    /// The token verifier, none in open mode. Reads the key files.
+    pub fn verifier(&self) -> Result<Option<crate::protocol::auth::Verifier>, ConfigError> {
+        use crate::protocol::auth::{Checks, Verifier};
+        let checks = Checks {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway_ms: self.jwt_leeway_ms,
+        };
+        let keys = [
+            self.jwt_secret.is_some(),
+            self.jwt_public_key_file.is_some(),
+            self.jwt_jwks_file.is_some(),
+        ];
+        if keys.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::Auth(
+                "set one of ROSTER_JWT_SECRET, ROSTER_JWT_PUBLIC_KEY_FILE and ROSTER_JWT_JWKS_FILE"
+                    .into(),
+            ));
+        }
+        let read = |name: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|error| {
+                ConfigError::Auth(format!("{name}: cannot read {}: {error}", path.display()))
+            })
+        };
+        let verifier = if let Some(secret) = &self.jwt_secret {
+            Verifier::from_secret(secret.expose_secret().as_bytes(), checks)
+                .map_err(|why| ConfigError::Auth(format!("ROSTER_JWT_SECRET: {why}")))?
+        } else if let Some(path) = &self.jwt_public_key_file {
+            let pem = read("ROSTER_JWT_PUBLIC_KEY_FILE", path)?;
+            Verifier::from_pem(&pem, checks)
+                .map_err(|why| ConfigError::Auth(format!("ROSTER_JWT_PUBLIC_KEY_FILE: {why}")))?
+        } else if let Some(path) = &self.jwt_jwks_file {
+            let json = read("ROSTER_JWT_JWKS_FILE", path)?;
+            Verifier::from_jwks(&String::from_utf8_lossy(&json), checks)
+                .map_err(|why| ConfigError::Auth(format!("ROSTER_JWT_JWKS_FILE: {why}")))?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(verifier))
+    }
+
+    /// The allowed CORS origins: none means any. Unset: any in open mode, none with
+    /// authentication on.
     pub fn cors_origin_list(&self) -> Result<Option<Vec<axum::http::HeaderValue>>, String> {
-        let origins = self.cors_origins.trim();
+        let origins = match &self.cors_origins {
+            Some(origins) => origins.trim(),
+            None if self.auth_on() => return Ok(Some(Vec::new())),
+            None => return Ok(None),
+        };
         if origins == "*" {
             return Ok(None);
         }
@@ -602,6 +729,7 @@ impl Config {
             ("presence", self.limits().presence),
             ("metadata", self.limits().metadata),
             ("reaper", self.limits().reaper),
+            ("policy", self.limits().policy),
         ] {
             if limits.deadline.is_zero()
                 || limits.memory_bytes == 0
@@ -630,17 +758,18 @@ impl Config {
                 "needs ROSTER_COMPONENTS_DIR, the directory to watch",
             );
         }
-        if self
-            .admin_token
-            .as_deref()
-            .is_some_and(|token| token.len() < 16)
-        {
-            return out_of_range(
-                "ROSTER_ADMIN_TOKEN",
-                "(hidden)",
-                "must be at least 16 characters",
-            );
+        for (name, token) in [
+            ("ROSTER_ADMIN_TOKEN", &self.admin_token),
+            ("ROSTER_TICK_TOKEN", &self.tick_token),
+        ] {
+            if token
+                .as_ref()
+                .is_some_and(|token| token.expose_secret().len() < 16)
+            {
+                return out_of_range(name, "(hidden)", "must be at least 16 characters");
+            }
         }
+        self.verifier()?;
         if self.max_snapshot_members == 0 {
             return out_of_range("ROSTER_MAX_SNAPSHOT_MEMBERS", 0, "must be positive");
         }

@@ -15,12 +15,17 @@ use tokio_util::task::TaskTracker;
 use crate::Backend;
 use crate::bus::Bus;
 use crate::config::{Clock, Config};
+use std::num::NonZeroU32;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
 use crate::protocol::ApiError;
+use crate::protocol::auth::{self, Verified, Verifier};
 use crate::protocol::ops::Components;
 use crate::runtime::bindings::types::{
-    CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, Settings,
-    SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
+    Action, CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, Principal,
+    Settings, SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -58,6 +63,10 @@ pub struct Hub {
     beats_rx: parking_lot::Mutex<Option<mpsc::Receiver<Beat>>>,
     /// Heartbeat calls made and heartbeats they carried, for `/metrics`.
     pub heartbeat_stats: HeartbeatStats,
+    /// Verifies tokens; none in open mode (no key configured).
+    verifier: Option<Verifier>,
+    /// `/v1` requests per principal (per address in open mode); none when off.
+    http_limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 /// A heartbeat waiting for its batch.
@@ -119,6 +128,10 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub over a running runtime and store; `shutdown` stops everything it starts.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a part the node was built from"
+    )]
     pub fn new(
         config: Config,
         node_id: String,
@@ -127,8 +140,13 @@ impl Hub {
         bus: Arc<Bus>,
         backend: Backend,
         shutdown: CancellationToken,
+        verifier: Option<Verifier>,
     ) -> Self {
         let settings = config.settings();
+        let http_limiter = NonZeroU32::new(config.http_rate_limit_per_sec).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
         // A bounded queue: beyond it a heartbeat waits for room, which is backpressure on
         // its socket.
         let (beats, beats_rx) = mpsc::channel(
@@ -155,7 +173,59 @@ impl Hub {
             beats,
             beats_rx: parking_lot::Mutex::new(Some(beats_rx)),
             heartbeat_stats: HeartbeatStats::default(),
+            verifier,
+            http_limiter,
         }
+    }
+
+    /// The token verifier; none in open mode.
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    /// Who a request with `token` is: the verified principal; with no key configured,
+    /// the open principal (anyone is whoever they say), whatever the token. With a key,
+    /// a missing or bad token is `UNAUTHORIZED`.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Verified, ApiError> {
+        match (&self.verifier, token) {
+            (None, _) => Ok(Verified {
+                principal: auth::open_principal(),
+                expires_at_ms: u64::MAX,
+            }),
+            (Some(verifier), Some(token)) => verifier.verify(token),
+            (Some(_), None) => Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a token is required: Authorization: Bearer <jwt>",
+            )),
+        }
+    }
+
+    /// Counts a `/v1` request of `key` (a principal, or an address in open mode) against
+    /// the HTTP rate limit.
+    pub fn admit_http(&self, key: &str) -> Result<(), ApiError> {
+        match &self.http_limiter {
+            Some(limiter) if limiter.check_key(&key.to_owned()).is_err() => Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} requests per second; slow down",
+                    self.config.http_rate_limit_per_sec
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes calls as `principal`.
+    pub fn caller(&self, principal: Principal) -> Caller<'_> {
+        Caller {
+            hub: self,
+            principal,
+        }
+    }
+
+    /// Makes the host's own calls (no principal: the reaper, retried leaves, tests).
+    pub fn as_host(&self) -> Caller<'_> {
+        self.caller(auth::open_principal())
     }
 
     /// The configuration.
@@ -168,13 +238,19 @@ impl Hub {
         &self.node_id
     }
 
-    /// The context of a call made now.
-    pub fn context(&self) -> CallContext {
+    /// The context of a call made now, on behalf of `principal`.
+    pub fn context(&self, principal: &Principal) -> CallContext {
         CallContext {
             now: self.clock.now_ms(),
             node_id: self.node_id.clone(),
             settings: self.settings,
+            principal: principal.clone(),
         }
+    }
+
+    /// The context of the host's own calls.
+    pub fn own_context(&self) -> CallContext {
+        self.context(&auth::open_principal())
     }
 
     /// Takes a socket place, or none when the node is full or shutting down.
@@ -216,7 +292,7 @@ impl Hub {
     /// One heartbeat. Heartbeats that arrive together (from many sockets) are coalesced
     /// into one component call and one store round trip ([`run_heartbeat_batcher`]); each
     /// still gets its own reply.
-    async fn coalesced_heartbeat(
+    pub async fn coalesced_heartbeat(
         &self,
         request: HeartbeatRequest,
     ) -> Result<HeartbeatOk, ApiError> {
@@ -239,7 +315,9 @@ impl Hub {
             .into_iter()
             .map(|beat| (beat.request, beat.reply))
             .unzip();
-        match self.runtime.heartbeat(&self.context(), &requests).await {
+        // The host's own context: these are sockets' heartbeats of the connections they hold
+        // (the session checks that), coalesced across sockets and principals.
+        match self.runtime.heartbeat(&self.own_context(), &requests).await {
             Ok(results) if results.len() == replies.len() => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result.map_err(ApiError::from));
@@ -265,7 +343,7 @@ impl Hub {
 
     /// Renews this node's lease, and records whether renewals keep succeeding.
     pub async fn renew_lease(&self) -> Result<(), ApiError> {
-        let ctx = self.context();
+        let ctx = self.own_context();
         let result = flatten(self.runtime.renew_lease(&ctx).await);
         if result.is_ok() {
             let _ = self.renewing_since.compare_exchange(
@@ -294,45 +372,89 @@ impl Hub {
             reap_dead_nodes: self.may_reap_dead_nodes(),
             at_most_every_ms: None,
         };
-        flatten(self.runtime.tick(&self.context(), options).await)
+        flatten(self.runtime.tick(&self.own_context(), options).await)
+    }
+}
+
+/// Calls into the components on behalf of one principal.
+#[derive(Debug)]
+pub struct Caller<'a> {
+    hub: &'a Hub,
+    principal: Principal,
+}
+
+impl Caller<'_> {
+    fn context(&self) -> CallContext {
+        self.hub.context(&self.principal)
     }
 }
 
 /// The host's calls into its components, for the operation table (`wire/ops.rs`): each
-/// builds the call's context and turns a component's two layers of failure into one
-/// protocol error. Heartbeats go through the coalescing batcher.
-impl Components for Hub {
+/// builds the call's context (the caller's principal in it) and turns a component's two
+/// layers of failure into one protocol error.
+impl Components for Caller<'_> {
     fn nonce(&self) -> Result<u64, ApiError> {
         secure_u64()
+    }
+
+    /// Asks the policy, when the principal is verified (in open mode anyone may do
+    /// anything, so there is no call). A policy that fails to answer denies.
+    async fn authorize(&self, action: Action, name: &str) -> Result<(), ApiError> {
+        if !self.principal.verified {
+            return Ok(());
+        }
+        match self.hub.runtime.decide(&self.context(), action, name).await {
+            Ok(decision) => Ok(decision?),
+            Err(error) => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the policy did not decide ({error}); denied"),
+            )),
+        }
     }
 
     /// A join; when the store failed after the joined connection existed but before the
     /// one it replaces was removed, that leave is retried.
     async fn join(&self, request: JoinRequest) -> Result<Joined, ApiError> {
-        let joined = flatten(self.runtime.join(&self.context(), &request).await)?;
+        let hub = self.hub;
+        let joined = flatten(hub.runtime.join(&self.context(), &request).await)?;
         if joined.replace_pending
             && let Some(old) = request.replaces
         {
             tracing::info!(conn_id = %old, "the store failed before a replaced connection left; its leave will be retried");
-            self.defer_leave(old);
+            hub.defer_leave(old);
         }
         Ok(joined)
     }
 
+    /// A heartbeat over HTTP, on behalf of its caller (a socket's go through
+    /// [`Hub::coalesced_heartbeat`]).
     async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatOk, ApiError> {
-        self.coalesced_heartbeat(request).await
+        let results = self
+            .hub
+            .runtime
+            .heartbeat(&self.context(), std::slice::from_ref(&request))
+            .await?;
+        results.into_iter().next().map_or_else(
+            || {
+                Err(ApiError::new(
+                    ErrorCode::ComponentFailed,
+                    "the presence component answered a heartbeat with no result",
+                ))
+            },
+            |result| result.map_err(ApiError::from),
+        )
     }
 
     async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
-        flatten(self.runtime.leave(&self.context(), conn_id).await)
+        flatten(self.hub.runtime.leave(&self.context(), conn_id).await)
     }
 
     async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
-        flatten(self.runtime.snapshot(&self.context(), &request).await)
+        flatten(self.hub.runtime.snapshot(&self.context(), &request).await)
     }
 
     async fn count(&self, room_id: &str) -> Result<Occupancy, ApiError> {
-        flatten(self.runtime.count(&self.context(), room_id).await)
+        flatten(self.hub.runtime.count(&self.context(), room_id).await)
     }
 
     async fn metadata_write(
@@ -341,27 +463,43 @@ impl Components for Hub {
         request: WriteRequest,
     ) -> Result<ChannelState, ApiError> {
         let ctx = self.context();
+        let runtime = &self.hub.runtime;
         flatten(match operation {
-            MetadataOperation::Set => self.runtime.metadata_set(&ctx, &request).await,
-            MetadataOperation::Update => self.runtime.metadata_update(&ctx, &request).await,
-            MetadataOperation::Remove => self.runtime.metadata_remove(&ctx, &request).await,
+            MetadataOperation::Set => runtime.metadata_set(&ctx, &request).await,
+            MetadataOperation::Update => runtime.metadata_update(&ctx, &request).await,
+            MetadataOperation::Remove => runtime.metadata_remove(&ctx, &request).await,
         })
     }
 
     async fn metadata_get(&self, channel: Channel) -> Result<ChannelState, ApiError> {
-        flatten(self.runtime.metadata_get(&self.context(), &channel).await)
+        flatten(
+            self.hub
+                .runtime
+                .metadata_get(&self.context(), &channel)
+                .await,
+        )
     }
 
     async fn acquire_lock(&self, request: LockRequest) -> Result<LockInfo, ApiError> {
-        flatten(self.runtime.acquire_lock(&self.context(), &request).await)
+        flatten(
+            self.hub
+                .runtime
+                .acquire_lock(&self.context(), &request)
+                .await,
+        )
     }
 
     async fn release_lock(&self, request: LockRequest) -> Result<(), ApiError> {
-        flatten(self.runtime.release_lock(&self.context(), &request).await)
+        flatten(
+            self.hub
+                .runtime
+                .release_lock(&self.context(), &request)
+                .await,
+        )
     }
 
     async fn tick(&self) -> Result<TickReport, ApiError> {
-        self.reap().await
+        self.hub.reap().await
     }
 }
 
@@ -390,7 +528,7 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
         let mut retry = Vec::new();
         let mut done = 0usize;
         for conn_id in pending {
-            match hub.leave(&conn_id).await {
+            match hub.as_host().leave(&conn_id).await {
                 Ok(_) => done += 1,
                 Err(error) if error.code == ErrorCode::StoreUnavailable => retry.push(conn_id),
                 // Gone already (reaped, or never written): nothing to do.

@@ -178,8 +178,16 @@ pub async fn start(config: Config) -> Result<Node, Error> {
         store = store.kind(),
         "components loaded"
     );
+    let verifier = config.verifier()?;
+    if verifier.is_none() {
+        tracing::warn!(
+            "authentication is OFF (open mode): no ROSTER_JWT_SECRET, ROSTER_JWT_PUBLIC_KEY_FILE \
+             or ROSTER_JWT_JWKS_FILE is set, so anyone is whoever they say; do not expose this \
+             node to untrusted clients"
+        );
+    }
     let hub = Arc::new(Hub::new(
-        config, node_id, runtime, store, bus, backend, shutdown,
+        config, node_id, runtime, store, bus, backend, shutdown, verifier,
     ));
     Ok(Node { hub, background })
 }
@@ -214,6 +222,7 @@ impl Node {
         // TCP_NODELAY (Nagle's delay was the benchmarks' whole p99) and lingering closes
         // (a peer still sending reads the server's last frame instead of a reset).
         let listener = transport::linger::Listener::new(listener);
+        let app = app.into_make_service_with_connect_info::<transport::linger::PeerAddr>();
         let served = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             // Drain before axum waits for in-flight requests: a Socket.IO long-poll is one,

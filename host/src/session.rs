@@ -1,77 +1,86 @@
-//! One socket's session, whatever its transport: its presence binding, its acting user,
-//! its rate limit, and the protocol's per-socket rules.
+//! One socket's session, whatever its transport: who it is (its verified token, or nobody
+//! in particular in open mode), its presence binding, its rate limit, and the protocol's
+//! per-socket rules.
 //!
 //! - A socket holds at most one presence connection; a second valid join replaces the
 //!   first: the component creates the new connection, then removes the old one (its
 //!   `leave` is announced before the new `join`). A refused join changes nothing.
 //! - A socket heartbeats only the connection it holds.
-//! - Metadata and lock requests act as the user the socket joined as.
+//! - Metadata and lock requests act as the socket's user: its token's `sub`, or in open
+//!   mode the user it joined as.
 //! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]).
+//! - A socket's token lasts until its `exp` (plus the leeway) unless `auth:refresh` brings a
+//!   new one for the same user; then the socket leaves and is closed ([`Session::expiry`]).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::value::RawValue;
 
 use crate::bus::{Binding, Peer};
-use crate::hub::Hub;
+use crate::hub::{Caller, Hub};
+use crate::protocol::auth::Verified;
 use crate::protocol::ops::{self, Components, Request};
 use crate::protocol::{Ack, ApiError, JoinData, Reply};
-use crate::runtime::bindings::types::{ErrorCode, HeartbeatRequest};
-
-/// A token bucket: `rate` requests per second, bursts of twice that.
-#[derive(Debug)]
-struct RateLimiter {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate_per_sec: u32) -> Self {
-        let rate = f64::from(rate_per_sec);
-        RateLimiter {
-            rate,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate * 2.0);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+use crate::runtime::bindings::types::{Action, ErrorCode, HeartbeatRequest};
 
 /// One socket's session.
 #[derive(Debug)]
 pub struct Session {
     hub: Arc<Hub>,
     peer: Arc<Peer>,
-    limiter: RateLimiter,
+    /// Requests per second (bursts of twice that); none when off.
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Who the socket is, and until when.
+    identity: Verified,
 }
 
 impl Session {
-    /// A session for `peer`.
-    pub fn new(hub: Arc<Hub>, peer: Arc<Peer>) -> Self {
-        let limiter = RateLimiter::new(hub.config().rate_limit_per_sec);
-        Session { hub, peer, limiter }
+    /// A session for `peer`, as `identity` (verified at the handshake, or the open
+    /// principal).
+    pub fn new(hub: Arc<Hub>, peer: Arc<Peer>, identity: Verified) -> Self {
+        let limiter = NonZeroU32::new(hub.config().rate_limit_per_sec).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+        });
+        Session {
+            hub,
+            peer,
+            limiter,
+            identity,
+        }
     }
 
-    /// The acting user: the one this socket joined as.
+    /// Calls as this socket's principal.
+    fn caller(&self) -> Caller<'_> {
+        self.hub.caller(self.identity.principal.clone())
+    }
+
+    /// The acting user this socket names: in open mode the user it joined as; with a
+    /// token, none (the components act as the token's user).
     fn actor(&self) -> Option<String> {
-        self.peer.binding().map(|binding| binding.user_id)
+        if self.identity.principal.verified {
+            None
+        } else {
+            self.peer.binding().map(|binding| binding.user_id)
+        }
+    }
+
+    /// When the socket's token runs out (its `exp` plus the leeway); none in open mode.
+    pub fn expiry(&self) -> Option<tokio::time::Instant> {
+        if !self.identity.principal.verified || self.identity.expires_at_ms == u64::MAX {
+            return None;
+        }
+        let leeway = self.hub.verifier().map_or(0, |v| v.leeway_ms());
+        let ends = self.identity.expires_at_ms.saturating_add(leeway);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        Some(tokio::time::Instant::now() + Duration::from_millis(ends.saturating_sub(now)))
     }
 
     /// Handles one request.
@@ -84,7 +93,11 @@ impl Session {
     }
 
     async fn dispatch(&mut self, event: &str, data: Option<&RawValue>) -> Reply {
-        if !self.limiter.allow() {
+        if self
+            .limiter
+            .as_ref()
+            .is_some_and(|limiter| limiter.check().is_err())
+        {
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -99,17 +112,26 @@ impl Session {
             Request::Join { data, .. } => self.join(data).await,
             Request::Heartbeat(request) => self.heartbeat(request).await,
             Request::Leave { .. } => self.leave().await,
+            Request::AuthRefresh { token } => self.refresh(&token),
             _ => {
                 request.act_as(self.actor());
-                ops::execute(request, &*self.hub).await
+                ops::execute(request, &self.caller()).await
             }
         }
     }
 
     async fn join(&mut self, data: JoinData) -> Reply {
+        let caller = self.caller();
+        caller.authorize(Action::Join, &data.room_id).await?;
         let current = self.peer.binding();
         let room_id = data.room_id.clone();
-        let user_id = data.user_id.clone();
+        let user_id = data
+            .user_id
+            .clone()
+            .or_else(|| self.identity.principal.user_id.clone())
+            .unwrap_or_default();
+        // (The component decides who the join is for; this is only the socket's record of
+        // it, for the acting user of its metadata requests in open mode.)
         let new_room = current.as_ref().is_none_or(|b| b.room_id != room_id);
         // Subscribe first, so the joiner sees its own `join` like everyone else (and, with
         // other nodes, so their events for the room already flow when the join lands).
@@ -131,8 +153,8 @@ impl Session {
             self.hub.bus.unbind(&current.conn_id);
         }
         let replaces = current.as_ref().map(|b| b.conn_id.clone());
-        let joined = match ops::join_request(data, replaces, &*self.hub) {
-            Ok(request) => self.hub.join(request).await,
+        let joined = match ops::join_request(data, replaces, &caller) {
+            Ok(request) => caller.join(request).await,
             Err(error) => Err(error),
         };
         match joined {
@@ -171,7 +193,7 @@ impl Session {
                 ),
             ));
         };
-        match self.hub.heartbeat(request).await {
+        match self.hub.coalesced_heartbeat(request).await {
             Ok(ok) => Ok(Ack::Heartbeat {
                 changed: ok.changed,
             }),
@@ -195,6 +217,26 @@ impl Session {
         }
     }
 
+    /// `auth:refresh`: a new token for the same user replaces the socket's (and its expiry).
+    fn refresh(&mut self, token: &str) -> Reply {
+        let Some(verifier) = self.hub.verifier() else {
+            // Open mode: there is no token to replace.
+            return Ok(Ack::Refreshed { expires_at: None });
+        };
+        let verified = verifier.verify(token)?;
+        if verified.principal.user_id != self.identity.principal.user_id {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "the new token is another user's; a socket keeps its user",
+            ));
+        }
+        let expires_at = verified.expires_at_ms;
+        self.identity = verified;
+        Ok(Ack::Refreshed {
+            expires_at: Some(expires_at),
+        })
+    }
+
     fn unbind(&self, binding: &Binding) {
         if self.peer.binding().as_ref() == Some(binding) {
             self.peer.set_binding(None);
@@ -210,12 +252,13 @@ impl Session {
     ) -> Option<Result<crate::runtime::bindings::types::Left, ApiError>> {
         let binding = self.peer.set_binding(None)?;
         self.hub.bus.unbind(&binding.conn_id);
-        let result = self.hub.leave(&binding.conn_id).await;
+        let result = self.hub.as_host().leave(&binding.conn_id).await;
         self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
         Some(result)
     }
 
-    /// The socket went away (or is being closed): leave as if it had said so.
+    /// The socket went away (or is being closed, its token expired): leave as if it had
+    /// said so.
     pub async fn close(&mut self) {
         let conn_id = self.peer.binding().map(|binding| binding.conn_id);
         // Boxed for the reason `handle` is.
@@ -231,20 +274,5 @@ impl Session {
             }
             _ => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The bucket allows bursts of twice the rate, then refuses; zero means unlimited.
-    #[test]
-    fn rate_limiter() {
-        let mut limiter = RateLimiter::new(5);
-        let allowed = (0..20).filter(|_| limiter.allow()).count();
-        assert_eq!(allowed, 10);
-        let mut unlimited = RateLimiter::new(0);
-        assert!((0..1000).all(|_| unlimited.allow()));
     }
 }

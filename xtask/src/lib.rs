@@ -1,5 +1,5 @@
 //! Building guest crates for `wasm32-wasip2`, shared by `cargo xtask` and the build scripts
-//! of `roster-host` (which embeds the three components) and `roster-tests` (which loads
+//! of `roster-host` (which embeds the four components) and `roster-tests` (which loads
 //! the test fixtures).
 //!
 //! A build script cannot ask its own cargo for another target, so it runs a nested
@@ -15,11 +15,12 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 /// The cargo profile guests are built with (defined in the workspace `Cargo.toml`).
 pub const WASM_PROFILE: &str = "component";
 
-/// The three components the host embeds: (slot name, package).
-pub const COMPONENTS: [(&str, &str); 3] = [
+/// The components the host embeds: (slot name, package).
+pub const COMPONENTS: [(&str, &str); 4] = [
     ("presence", "roster-presence"),
     ("metadata", "roster-metadata"),
     ("reaper", "roster-reaper"),
+    ("policy", "roster-policy"),
 ];
 
 /// The workspace root, from any member's manifest directory.

@@ -13,7 +13,7 @@
 //! - [`db`]: running batches against the host's store and reading the replies.
 //! - [`state`]: presence state documents: parsing, shallow merge, change detection.
 //! - [`presence`], [`metadata`], [`reaper`]: the rules and the store choreography of each
-//!   component.
+//!   component; [`policy`]: who may do what to which name.
 //!
 //! Nothing here keeps state between calls: the host may run any call on any instance.
 
@@ -33,6 +33,7 @@ pub mod fail;
 pub mod host;
 pub mod keys;
 pub mod metadata;
+pub mod policy;
 pub mod presence;
 pub mod reaper;
 pub mod state;

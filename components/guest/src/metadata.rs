@@ -23,6 +23,7 @@ use crate::bindings::roster::hub::events::Event;
 use crate::db::{self, BatchBuilder, Outcome};
 use crate::fail;
 use crate::keys::{self, meta as f};
+use crate::policy;
 use crate::types::{
     CallContext, Channel, ChannelState, ErrorCode, Failure, ItemInput, LockInfo, LockRequest,
     MetadataEvent, MetadataItem, MetadataOperation, Settings, WriteRequest,
@@ -338,10 +339,11 @@ pub fn get(channel: &Channel) -> Result<ChannelState, Failure> {
 /// `metadata:set`, `metadata:update` or `metadata:remove`.
 pub fn write(
     ctx: &CallContext,
-    request: WriteRequest,
+    mut request: WriteRequest,
     operation: MetadataOperation,
 ) -> Result<ChannelState, Failure> {
     validate_write(&request, operation)?;
+    request.actor = acting_user(ctx, request.actor.as_deref())?;
     let meta_key = keys::meta_key(&request.channel);
     let lock = request
         .options
@@ -419,6 +421,28 @@ fn check_actor(actor: Option<&str>) -> Result<(), Failure> {
     }
 }
 
+/// Who acts: with a verified principal, its user (an admin may name another, as
+/// `actorUserId`); in open mode, the user the request names.
+pub fn acting_user(ctx: &CallContext, named: Option<&str>) -> Result<Option<String>, Failure> {
+    let principal = &ctx.principal;
+    if !principal.verified {
+        return Ok(named.map(str::to_owned));
+    }
+    match (named, principal.user_id.as_deref()) {
+        (Some(named), verified) if Some(named) != verified && !policy::is_admin(principal) => {
+            Err(fail::failure(
+                ErrorCode::Forbidden,
+                format!(
+                    "the token is user {:?}'s: it cannot act as {named:?}",
+                    verified.unwrap_or_default()
+                ),
+            ))
+        }
+        (Some(named), _) => Ok(Some(named.to_owned())),
+        (None, verified) => Ok(verified.map(str::to_owned)),
+    }
+}
+
 fn validate_lock(request: &LockRequest) -> Result<&str, Failure> {
     validate_channel(&request.channel)?;
     fail::check_id(&request.lock_name, "lockName", ErrorCode::MetadataInvalid)?;
@@ -434,6 +458,10 @@ fn validate_lock(request: &LockRequest) -> Result<&str, Failure> {
 /// `lock:acquire`: takes a free lock, or extends one the actor holds. One round trip:
 /// take-if-free, extend-if-mine, and read the owner (for the refusal) run together.
 pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo, Failure> {
+    let mut request = request.clone();
+    check_actor(request.actor.as_deref())?;
+    request.actor = acting_user(ctx, request.actor.as_deref())?;
+    let request = &request;
     let actor = validate_lock(request)?;
     let ttl = request.ttl_ms.unwrap_or(ctx.settings.default_lock_ttl_ms);
     if ttl == 0 || ttl > ctx.settings.max_lock_ttl_ms {
@@ -474,7 +502,11 @@ pub fn acquire_lock(ctx: &CallContext, request: &LockRequest) -> Result<LockInfo
 }
 
 /// `lock:release`: frees a lock the actor holds. Releasing a free lock succeeds.
-pub fn release_lock(request: &LockRequest) -> Result<(), Failure> {
+pub fn release_lock(ctx: &CallContext, request: &LockRequest) -> Result<(), Failure> {
+    let mut request = request.clone();
+    check_actor(request.actor.as_deref())?;
+    request.actor = acting_user(ctx, request.actor.as_deref())?;
+    let request = &request;
     let actor = validate_lock(request)?;
     let key = keys::lock_key(&request.channel, &request.lock_name);
     let mut free_mine = BatchBuilder::new();

@@ -26,10 +26,12 @@ use crate::bindings::roster::hub::store::{Batch, Guard};
 use crate::db::{self, Applied, BatchBuilder, GuardId, Outcome, Slot, score};
 use crate::fail;
 use crate::keys::{self, conn as f};
+use crate::policy;
 use crate::state::{self, State};
 use crate::types::{
     CallContext, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined,
-    Left, Occupancy, PresenceChange, PresenceEvent, Settings, SnapshotPage, SnapshotRequest,
+    Left, Occupancy, PresenceChange, PresenceEvent, Principal, Settings, SnapshotPage,
+    SnapshotRequest,
 };
 
 /// The largest epoch: JavaScript's `Number.MAX_SAFE_INTEGER`, the largest integer every
@@ -68,10 +70,35 @@ fn live_bound(now: u64, ttl_ms: u64) -> i64 {
     score(now.saturating_sub(ttl_ms))
 }
 
-/// Checks a join request and returns the canonical initial state text.
-pub fn validate_join(request: &JoinRequest, settings: &Settings) -> Result<String, Failure> {
+/// The user a join joins as: the one it names, else the verified principal's. A verified
+/// principal other than an admin joins only as itself.
+pub fn joining_user(request: &JoinRequest, principal: &Principal) -> Result<String, Failure> {
+    let user = match (&request.user_id, &principal.user_id) {
+        (Some(named), Some(verified))
+            if principal.verified && named != verified && !policy::is_admin(principal) =>
+        {
+            return Err(fail::failure(
+                ErrorCode::Forbidden,
+                format!("the token is user {verified:?}'s: it cannot join as {named:?}"),
+            ));
+        }
+        (Some(named), _) => named.clone(),
+        (None, Some(verified)) if principal.verified => verified.clone(),
+        (None, _) => return Err(fail::invalid("data: missing field `userId`")),
+    };
+    fail::check_id(&user, "userId", ErrorCode::InvalidPayload)?;
+    Ok(user)
+}
+
+/// Checks a join request and returns the user it joins as and the canonical initial state
+/// text.
+pub fn validate_join(
+    request: &JoinRequest,
+    ctx: &CallContext,
+) -> Result<(String, String), Failure> {
+    let settings = &ctx.settings;
     fail::check_id(&request.room_id, "roomId", ErrorCode::InvalidPayload)?;
-    fail::check_id(&request.user_id, "userId", ErrorCode::InvalidPayload)?;
+    let user = joining_user(request, &ctx.principal)?;
     let state = match &request.state {
         None => State::new(),
         Some(text) => {
@@ -81,7 +108,7 @@ pub fn validate_join(request: &JoinRequest, settings: &Settings) -> Result<Strin
     };
     let text = state::to_text(&state);
     state::check_size(&text, "state", settings.max_state_bytes)?;
-    Ok(text)
+    Ok((user, text))
 }
 
 /// The connection a join replaces.
@@ -100,18 +127,31 @@ struct Create {
     members: Slot<Vec<String>>,
 }
 
+/// The connection a join creates.
+struct NewConn<'a> {
+    room_id: &'a str,
+    user_id: &'a str,
+    digest: u64,
+    conn_id: &'a str,
+    state: &'a str,
+}
+
 /// The batch that creates the connection, indexes it and lists the room; refused when the
 /// id is taken, the room is full, or this user's last join in the room had an epoch at or
 /// above `epoch`.
 fn create_batch(
     ctx: &CallContext,
-    request: &JoinRequest,
-    digest: u64,
-    conn_id: &str,
-    state_text: &str,
+    new: &NewConn<'_>,
     epoch: u64,
     replaced_here: Option<&str>,
 ) -> (Batch, Create) {
+    let NewConn {
+        room_id,
+        user_id,
+        digest,
+        conn_id,
+        state: state_text,
+    } = *new;
     let now = ctx.now;
     let lookback = ctx.settings.lookback_ms;
     let bucket = keys::bucket(digest);
@@ -133,14 +173,14 @@ fn create_batch(
     let room_free = batch.guard(db::size_below(&room_key, limit));
     batch.guard(db::score_absent_or_below(
         &epochs_key,
-        &request.user_id,
+        user_id,
         score(epoch),
     ));
     batch.op(db::hset(
         &conn_key,
         vec![
-            (f::ROOM, request.room_id.clone()),
-            (f::USER, request.user_id.clone()),
+            (f::ROOM, room_id.to_owned()),
+            (f::USER, user_id.to_owned()),
             (f::EPOCH, epoch.to_string()),
             (f::STATE, state_text.to_owned()),
             (f::SEEN, now.to_string()),
@@ -151,11 +191,11 @@ fn create_batch(
     batch.op(db::pexpire(&conn_key, lookback));
     batch.op(db::sadd(&room_key, conn_id));
     batch.op(db::pexpire(&room_key, lookback));
-    batch.op(db::zincrby(&users_key, &request.user_id, 1));
+    batch.op(db::zincrby(&users_key, user_id, 1));
     batch.op(db::pexpire(&users_key, lookback));
     // Epochs older than the lookback are below any epoch a node can issue now (unless its
     // clock is that far behind): they need not be kept.
-    batch.op(db::zadd(&epochs_key, &request.user_id, score(epoch)));
+    batch.op(db::zadd(&epochs_key, user_id, score(epoch)));
     batch.op(db::zrem_range_by_score(
         &epochs_key,
         i64::MIN,
@@ -188,7 +228,7 @@ fn create_batch(
 /// Creates the connection, removes the one it replaces, announces `leave` (of the replaced
 /// one) and `join`, and returns the room's snapshot (its first page for a large room).
 pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> {
-    let state_text = validate_join(&request, &ctx.settings)?;
+    let (user_id, state_text) = validate_join(&request, ctx)?;
     let digest = keys::digest(&request.room_id);
     let conn_id = keys::conn_id(digest, request.nonce);
     let mut replaced = request.replaces.as_deref().and_then(|old| {
@@ -205,8 +245,14 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             .as_ref()
             .filter(|old| old.digest == digest)
             .map(|old| old.conn_id.as_str());
-        let (batch, create) =
-            create_batch(ctx, &request, digest, &conn_id, &state_text, epoch, here);
+        let new = NewConn {
+            room_id: &request.room_id,
+            user_id: &user_id,
+            digest,
+            conn_id: &conn_id,
+            state: &state_text,
+        };
+        let (batch, create) = create_batch(ctx, &new, epoch, here);
         let mut batches = vec![batch];
         // What the replaced connection's removal needs, read in the same round trip.
         let old_fields = replaced.as_ref().map(|old| {
@@ -252,12 +298,12 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             }
             Some(Outcome::Refused(_)) => {
                 // This user's last join in the room took an epoch at or above ours.
-                let last = last_join_epoch(digest, &request.user_id)?;
+                let last = last_join_epoch(digest, &user_id)?;
                 epoch = ctx.now.max(last.saturating_add(1));
                 if epoch > MAX_EPOCH {
                     return Err(fail::internal(format!(
                         "user {:?} has exhausted the epochs of room {:?}",
-                        request.user_id, request.room_id
+                        user_id, request.room_id
                     )));
                 }
             }
@@ -269,7 +315,7 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             ErrorCode::StaleEpoch,
             format!(
                 "other joins of user {:?} in room {:?} kept taking the next epoch; join again",
-                request.user_id, request.room_id
+                user_id, request.room_id
             ),
         ));
     };
@@ -313,7 +359,7 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
     let me = PresenceEvent {
         change: PresenceChange::Join,
         room_id: request.room_id.clone(),
-        user_id: request.user_id.clone(),
+        user_id: user_id.clone(),
         conn_id: conn_id.clone(),
         state: state_text.clone(),
         ts: ctx.now,
@@ -351,7 +397,7 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
                 epoch,
                 snapshot: vec![Conn {
                     conn_id,
-                    user_id: request.user_id,
+                    user_id,
                     state: state_text,
                     epoch,
                     last_seen: ctx.now,
@@ -629,6 +675,9 @@ fn validate_heartbeat(request: HeartbeatRequest, settings: &Settings) -> Result<
 struct Refresh {
     exists: GuardId,
     live: GuardId,
+    /// Refuses a connection that is not the verified caller's (none for admins, open mode
+    /// and the host's coalesced socket heartbeats: a socket heartbeats only its own).
+    owner: Option<GuardId>,
     /// Refuses an epoch more than [`MAX_EPOCH_STEP`] above the stored one.
     step: Option<GuardId>,
     fields: Slot<Vec<Option<String>>>,
@@ -655,6 +704,8 @@ fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
         f::SEEN,
         live_bound(now, ctx.settings.ttl_ms),
     ));
+    let owner = owner_of(&ctx.principal)
+        .map(|user| batch.guard(db::field_is(&conn_key, f::USER, Some(user))));
     let mut step = None;
     if let Some(epoch) = beat.epoch {
         batch.guard(db::field_at_most(&conn_key, f::EPOCH, score(epoch)));
@@ -681,9 +732,28 @@ fn refresh_batch(ctx: &CallContext, beat: &Beat) -> (Batch, Refresh) {
         Refresh {
             exists,
             live,
+            owner,
             step,
             fields,
         },
+    )
+}
+
+/// The user whose connections alone the caller may heartbeat or remove: a verified
+/// principal's own, unless it is an admin; none: any connection.
+fn owner_of(principal: &Principal) -> Option<&str> {
+    if principal.verified && !policy::is_admin(principal) {
+        principal.user_id.as_deref().or(Some(""))
+    } else {
+        None
+    }
+}
+
+/// The FORBIDDEN failure for a connection that is not the caller's.
+fn not_yours(conn_id: &str) -> Failure {
+    fail::failure(
+        ErrorCode::Forbidden,
+        format!("connection {conn_id:?} is another user's; a token acts only on its own"),
     )
 }
 
@@ -718,6 +788,9 @@ fn read_refresh(beat: &Beat, refresh: &Refresh, outcome: Outcome) -> Result<Refr
         Outcome::Applied(replies) => replies,
         Outcome::Refused(guard) if guard == refresh.exists || guard == refresh.live => {
             return Err(fail::unknown_connection(&beat.conn_id));
+        }
+        Outcome::Refused(guard) if Some(guard) == refresh.owner => {
+            return Err(not_yours(&beat.conn_id));
         }
         Outcome::Refused(guard) if Some(guard) == refresh.step => {
             return Err(fail::invalid(format!(
@@ -974,6 +1047,9 @@ pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     let (Some(node), Some(user)) = (fields.next().flatten(), fields.next().flatten()) else {
         return Err(fail::unknown_connection(conn_id));
     };
+    if owner_of(&ctx.principal).is_some_and(|owner| owner != user) {
+        return Err(not_yours(conn_id));
+    }
     // The node never changes, so this guard fails only if the connection went meanwhile.
     let guard = db::field_is(&conn_key, f::NODE, Some(&node));
     let (batch, removal) = removal_batch(digest, conn_id, Some(&node), &user, vec![guard]);
@@ -1080,10 +1156,30 @@ mod tests {
     fn join_request(state: Option<&str>) -> JoinRequest {
         JoinRequest {
             room_id: "lobby".into(),
-            user_id: "ada".into(),
+            user_id: Some("ada".into()),
             state: state.map(str::to_owned),
             nonce: 1,
             replaces: None,
+        }
+    }
+
+    fn open() -> Principal {
+        Principal {
+            user_id: None,
+            verified: false,
+            role: None,
+            permissions: Vec::new(),
+            rooms: None,
+        }
+    }
+
+    fn verified(user: &str, role: Option<&str>) -> Principal {
+        Principal {
+            user_id: Some(user.into()),
+            verified: true,
+            role: role.map(str::to_owned),
+            permissions: Vec::new(),
+            rooms: None,
         }
     }
 
@@ -1092,6 +1188,7 @@ mod tests {
             now: 100_000,
             node_id: "n1".into(),
             settings: settings(),
+            principal: open(),
         }
     }
 
@@ -1099,22 +1196,49 @@ mod tests {
     /// oversize states are refused with their codes.
     #[test]
     fn join_validation() {
-        let s = settings();
-        assert_eq!(validate_join(&join_request(None), &s).unwrap(), "{}");
+        let c = ctx();
+        let state = |request: &JoinRequest| validate_join(request, &c).map(|(_, state)| state);
+        assert_eq!(state(&join_request(None)).unwrap(), "{}");
         assert_eq!(
-            validate_join(&join_request(Some(r#"{ "a" : 1 }"#)), &s).unwrap(),
+            state(&join_request(Some(r#"{ "a" : 1 }"#))).unwrap(),
             r#"{"a":1}"#
         );
-        let err = validate_join(&join_request(Some("[1]")), &s).unwrap_err();
+        let err = state(&join_request(Some("[1]"))).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidPayload);
         let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(100));
-        let err = validate_join(&join_request(Some(&big)), &s).unwrap_err();
+        let err = state(&join_request(Some(&big))).unwrap_err();
         assert_eq!(err.code, ErrorCode::PayloadTooLarge);
         let mut no_room = join_request(None);
         no_room.room_id.clear();
+        assert_eq!(state(&no_room).unwrap_err().code, ErrorCode::InvalidPayload);
+    }
+
+    /// Who a join joins as: the named user in open mode; the token's user, who may not
+    /// name another (an admin may); a join with no user needs a token.
+    #[test]
+    fn the_joining_user() {
+        let named = join_request(None);
+        let mut unnamed = join_request(None);
+        unnamed.user_id = None;
+        assert_eq!(joining_user(&named, &open()).unwrap(), "ada");
         assert_eq!(
-            validate_join(&no_room, &s).unwrap_err().code,
+            joining_user(&unnamed, &open()).unwrap_err().code,
             ErrorCode::InvalidPayload
+        );
+        assert_eq!(
+            joining_user(&unnamed, &verified("bob", None)).unwrap(),
+            "bob"
+        );
+        assert_eq!(joining_user(&named, &verified("ada", None)).unwrap(), "ada");
+        assert_eq!(
+            joining_user(&named, &verified("bob", None))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            joining_user(&named, &verified("root", Some("admin"))).unwrap(),
+            "ada"
         );
     }
 
@@ -1245,13 +1369,20 @@ mod tests {
         let digest = keys::digest("lobby");
         let id = keys::conn_id(digest, 2);
         let old = keys::conn_id(digest, 1);
-        let (batch, create) = create_batch(&ctx, &request, digest, &id, "{}", 7, Some(&old));
+        let new = NewConn {
+            room_id: &request.room_id,
+            user_id: "ada",
+            digest,
+            conn_id: &id,
+            state: "{}",
+        };
+        let (batch, create) = create_batch(&ctx, &new, 7, Some(&old));
         assert!(create.replaced_exists.is_some());
         assert!(batch.guards.iter().any(|g| matches!(
             g,
             Guard::SizeBelow(s) if s.limit == ctx.settings.max_room_members + 1
         )));
-        let (batch, create) = create_batch(&ctx, &request, digest, &id, "{}", 7, None);
+        let (batch, create) = create_batch(&ctx, &new, 7, None);
         assert!(create.replaced_exists.is_none());
         assert!(batch.guards.iter().any(|g| matches!(
             g,

@@ -47,7 +47,7 @@ impl Guest for Component {
         metadata::acquire_lock(&ctx, &request)
     }
 
-    fn release_lock(_ctx: CallContext, request: LockRequest) -> Result<(), Failure> {
-        metadata::release_lock(&request)
+    fn release_lock(ctx: CallContext, request: LockRequest) -> Result<(), Failure> {
+        metadata::release_lock(&ctx, &request)
     }
 }

@@ -78,6 +78,8 @@ pub enum CloseReason {
     Idle,
     /// It sent a frame over the hard size limit.
     TooLarge,
+    /// Its token expired without a refresh.
+    Expired,
 }
 
 /// The side of a socket that the bus and the session share.

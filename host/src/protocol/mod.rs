@@ -13,6 +13,9 @@ pub use events::*;
 #[path = "../../../wire/ops.rs"]
 pub mod ops;
 
+#[path = "../../../wire/auth.rs"]
+pub mod auth;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
-//! The component runtime: one wasmtime engine, three component slots (presence, metadata,
-//! reaper), and the sandbox around every call. Components can be replaced while clients
+//! The component runtime: one wasmtime engine, four component slots (presence, metadata,
+//! reaper, policy), and the sandbox around every call. Components can be replaced while clients
 //! stay connected.
 //!
 //! **Versions.** A slot holds its current version (and the previous one, for rollback).
@@ -46,12 +46,13 @@ use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, UpdateDeadline};
 
 use bindings::metadata::{MetadataComponent, MetadataComponentPre};
+use bindings::policy::{PolicyComponent, PolicyComponentPre};
 use bindings::presence::{PresenceComponent, PresenceComponentPre};
 use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
-    CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest,
-    Joined, Left, LockInfo, LockRequest, Occupancy, SnapshotPage, SnapshotRequest, TickOptions,
-    TickReport, WriteRequest,
+    Action, CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, Occupancy, SnapshotPage, SnapshotRequest,
+    TickOptions, TickReport, WriteRequest,
 };
 use cache::{ArtifactCache, Origin};
 pub use host::HostState;
@@ -72,7 +73,7 @@ const TABLES_PER_COMPONENT: u32 = 8;
 /// Swap and rollback events kept per slot for the admin API.
 const EVENTS_KEPT: usize = 32;
 
-/// The three slots.
+/// The four slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotName {
@@ -82,11 +83,18 @@ pub enum SlotName {
     Metadata,
     /// Exports `roster:hub/reaper`.
     Reaper,
+    /// Exports `roster:hub/policy`.
+    Policy,
 }
 
 impl SlotName {
     /// Every slot.
-    pub const ALL: [SlotName; 3] = [SlotName::Presence, SlotName::Metadata, SlotName::Reaper];
+    pub const ALL: [SlotName; 4] = [
+        SlotName::Presence,
+        SlotName::Metadata,
+        SlotName::Reaper,
+        SlotName::Policy,
+    ];
 
     /// The slot's name, as in URLs and file names.
     pub fn as_str(self) -> &'static str {
@@ -94,6 +102,7 @@ impl SlotName {
             SlotName::Presence => "presence",
             SlotName::Metadata => "metadata",
             SlotName::Reaper => "reaper",
+            SlotName::Policy => "policy",
         }
     }
 }
@@ -105,7 +114,7 @@ impl std::str::FromStr for SlotName {
             .into_iter()
             .find(|slot| slot.as_str() == name)
             .ok_or_else(|| {
-                format!("no component slot {name:?}; slots are presence, metadata, reaper")
+                format!("no component slot {name:?}; slots are presence, metadata, reaper, policy")
             })
     }
 }
@@ -136,11 +145,13 @@ pub struct Limits {
     pub metadata: SlotLimits,
     /// The reaper slot.
     pub reaper: SlotLimits,
+    /// The policy slot.
+    pub policy: SlotLimits,
 }
 
 impl Limits {
-    fn all(&self) -> [SlotLimits; 3] {
-        [self.presence, self.metadata, self.reaper]
+    fn all(&self) -> [SlotLimits; 4] {
+        [self.presence, self.metadata, self.reaper, self.policy]
     }
 }
 
@@ -184,7 +195,7 @@ impl Source {
     }
 }
 
-/// The three components to run.
+/// The four components to run.
 #[derive(Debug, Clone)]
 pub struct Components {
     /// Exports `roster:hub/presence`.
@@ -193,6 +204,8 @@ pub struct Components {
     pub metadata: Source,
     /// Exports `roster:hub/reaper`.
     pub reaper: Source,
+    /// Exports `roster:hub/policy`.
+    pub policy: Source,
 }
 
 impl Components {
@@ -202,11 +215,12 @@ impl Components {
             presence: Source::Embedded(include_bytes!(env!("ROSTER_PRESENCE_WASM"))),
             metadata: Source::Embedded(include_bytes!(env!("ROSTER_METADATA_WASM"))),
             reaper: Source::Embedded(include_bytes!(env!("ROSTER_REAPER_WASM"))),
+            policy: Source::Embedded(include_bytes!(env!("ROSTER_POLICY_WASM"))),
         }
     }
 
-    /// `<dir>/presence.wasm`, `<dir>/metadata.wasm`, `<dir>/reaper.wasm` where present, the
-    /// embedded build otherwise.
+    /// `<dir>/presence.wasm`, `<dir>/metadata.wasm`, `<dir>/reaper.wasm`,
+    /// `<dir>/policy.wasm` where present, the embedded build otherwise.
     pub fn from_dir(dir: &Path) -> Self {
         let embedded = Components::embedded();
         let pick = |slot: SlotName, fallback: Source| {
@@ -221,6 +235,7 @@ impl Components {
             presence: pick(SlotName::Presence, embedded.presence),
             metadata: pick(SlotName::Metadata, embedded.metadata),
             reaper: pick(SlotName::Reaper, embedded.reaper),
+            policy: pick(SlotName::Policy, embedded.policy),
         }
     }
 }
@@ -424,6 +439,7 @@ macro_rules! world {
 world!(PresenceComponent, PresenceComponentPre, SlotName::Presence);
 world!(MetadataComponent, MetadataComponentPre, SlotName::Metadata);
 world!(ReaperComponent, ReaperComponentPre, SlotName::Reaper);
+world!(PolicyComponent, PolicyComponentPre, SlotName::Policy);
 
 /// A live instance of one version.
 struct Instance<W> {
@@ -569,6 +585,7 @@ pub struct Runtime {
     presence: Slot<PresenceComponent>,
     metadata: Slot<MetadataComponent>,
     reaper: Slot<ReaperComponent>,
+    policy: Slot<PolicyComponent>,
     _ticker: EpochTicker,
 }
 
@@ -668,6 +685,13 @@ impl Runtime {
             &components.reaper,
             limits.reaper,
         )?;
+        let policy = Self::first_slot(
+            &engine,
+            &linker,
+            cache.as_ref(),
+            &components.policy,
+            limits.policy,
+        )?;
         Ok(Runtime {
             engine,
             linker,
@@ -678,6 +702,7 @@ impl Runtime {
             presence,
             metadata,
             reaper,
+            policy,
             _ticker: ticker,
         })
     }
@@ -709,20 +734,22 @@ impl Runtime {
     }
 
     /// Per-slot counters.
-    pub fn stats(&self) -> [SlotStats; 3] {
+    pub fn stats(&self) -> [SlotStats; 4] {
         [
             self.presence.stats(),
             self.metadata.stats(),
             self.reaper.stats(),
+            self.policy.stats(),
         ]
     }
 
     /// Every slot, for the admin API.
-    pub fn slots(&self) -> [SlotInfo; 3] {
+    pub fn slots(&self) -> [SlotInfo; 4] {
         [
             self.presence.info(),
             self.metadata.info(),
             self.reaper.info(),
+            self.policy.info(),
         ]
     }
 
@@ -739,6 +766,7 @@ impl Runtime {
             SlotName::Presence => self.swap_in(&self.presence, bytes, source).await,
             SlotName::Metadata => self.swap_in(&self.metadata, bytes, source).await,
             SlotName::Reaper => self.swap_in(&self.reaper, bytes, source).await,
+            SlotName::Policy => self.swap_in(&self.policy, bytes, source).await,
         }
     }
 
@@ -748,6 +776,7 @@ impl Runtime {
             SlotName::Presence => rollback(&self.presence, "rollback", "asked for".into()),
             SlotName::Metadata => rollback(&self.metadata, "rollback", "asked for".into()),
             SlotName::Reaper => rollback(&self.reaper, "rollback", "asked for".into()),
+            SlotName::Policy => rollback(&self.policy, "rollback", "asked for".into()),
         }
     }
 
@@ -757,6 +786,7 @@ impl Runtime {
             SlotName::Presence => self.presence.current.load().id.clone(),
             SlotName::Metadata => self.metadata.current.load().id.clone(),
             SlotName::Reaper => self.reaper.current.load().id.clone(),
+            SlotName::Policy => self.policy.current.load().id.clone(),
         }
     }
 
@@ -974,6 +1004,26 @@ macro_rules! component_calls {
 }
 
 impl Runtime {
+    /// `policy.decide`: whether `principal` may do `action` to `name`. The call's time is
+    /// `ctx.now` (the policy takes no context beyond the principal).
+    pub async fn decide(
+        &self,
+        ctx: &CallContext,
+        action: Action,
+        name: &str,
+    ) -> Result<Result<(), Failure>, CallError> {
+        self.call(
+            &self.policy,
+            ctx,
+            async |c: &PolicyComponent, store: &mut wasmtime::Store<HostState>| {
+                c.roster_hub_policy()
+                    .call_decide(store, &ctx.principal, action, name)
+                    .await
+            },
+        )
+        .await
+    }
+
     /// `presence.heartbeat`: a batch of heartbeats, one result each (the export answers
     /// each request; only the call as a whole can fail).
     pub async fn heartbeat(

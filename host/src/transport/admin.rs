@@ -48,7 +48,10 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     match protocol::check_bearer(
-        hub.config().admin_token.as_deref(),
+        hub.config()
+            .admin_token
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
         presented,
         "ROSTER_ADMIN_TOKEN",
     ) {
@@ -102,7 +105,7 @@ async fn list(State(hub): State<Arc<Hub>>) -> Response {
     #[derive(Serialize)]
     struct Components {
         node: String,
-        components: [crate::runtime::SlotInfo; 3],
+        components: [crate::runtime::SlotInfo; 4],
     }
     ok(&Components {
         node: hub.node_id().to_owned(),

@@ -18,12 +18,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 
+use secrecy::ExposeSecret;
+
+use super::linger::PeerAddr;
 use crate::hub::Hub;
+use crate::protocol::auth;
 use crate::protocol::ops::{self, OpId};
 use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
@@ -110,8 +114,13 @@ pub async fn read_body(request: Request, max: usize, code: ErrorCode) -> Result<
         })
 }
 
-/// Every `/v1` request: routed, read, decoded and run as the operation table says.
-async fn v1(State(hub): State<Arc<Hub>>, request: Request) -> Response {
+/// Every `/v1` request: routed, authenticated, counted against its principal's rate,
+/// read, decoded and run as the operation table says.
+async fn v1(
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    request: Request,
+) -> Response {
     let method = request.method().as_str().to_owned();
     let routed = match ops::route(&method, request.uri().path()) {
         Ok(routed) => routed,
@@ -127,21 +136,35 @@ async fn v1(State(hub): State<Arc<Hub>>, request: Request) -> Response {
         .map(str::to_owned);
     let mut unread = false;
     let reply = async {
-        if routed.op.id == OpId::ReaperTick {
+        let principal = if routed.op.id == OpId::ReaperTick {
             // Schedulers only: the node reaps by itself; the route lets one scheduler drive
             // Spin deployments and nodes alike.
             protocol::check_bearer(
-                hub.config().admin_token.as_deref(),
+                hub.config()
+                    .tick_token
+                    .as_ref()
+                    .map(|token| token.expose_secret()),
                 authorization.as_deref(),
-                "ROSTER_ADMIN_TOKEN",
+                "ROSTER_TICK_TOKEN",
             )?;
-        }
+            auth::open_principal()
+        } else {
+            let principal = hub
+                .authenticate(auth::bearer(authorization.as_deref()))?
+                .principal;
+            let key = match &principal.user_id {
+                Some(user) => format!("user:{user}"),
+                None => format!("ip:{}", peer.ip()),
+            };
+            hub.admit_http(&key)?;
+            principal
+        };
         let max = hub.config().max_frame_bytes;
         let body = read_body(request, max, routed.op.invalid)
             .await
             .inspect_err(|_| unread = true)?;
         let request = ops::Request::from_http(&routed, &query, &body, max)?;
-        ops::execute(request, &*hub).await
+        ops::execute(request, &hub.caller(principal)).await
     };
     let mut response = respond(reply.await);
     if unread {

@@ -75,6 +75,19 @@ impl axum::serve::Listener for Listener {
     }
 }
 
+/// The address of a connection's peer, for handlers (`ConnectInfo<PeerAddr>`): what the
+/// HTTP API's rate limit counts by in open mode.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Listener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Listener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// An accepted connection that lingers when dropped.
 #[derive(Debug)]
 pub struct Connection {

@@ -27,6 +27,7 @@ use axum::routing::get;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
+use crate::protocol;
 
 /// Bytes a WebSocket (`/ws` or Socket.IO) reads at once. tungstenite allocates and
 /// zero-fills this buffer per connection: its default (128 KiB) made an idle socket cost
@@ -58,6 +59,24 @@ pub fn router(hub: Arc<Hub>) -> (Router, socketio::Transports) {
     (router, io)
 }
 
+/// Whether a browser page from `origin` may open a socket: always in open mode (CORS
+/// decides the HTTP API); with authentication on, only listed origins (a page elsewhere
+/// could otherwise use a visitor's token that the browser sends). No `Origin`: not a
+/// browser page.
+pub fn check_origin(hub: &Hub, origin: Option<&str>) -> Result<(), protocol::ApiError> {
+    let (Some(origin), true) = (origin, hub.config().auth_on()) else {
+        return Ok(());
+    };
+    match hub.config().cors_origin_list() {
+        Ok(None) => Ok(()),
+        Ok(Some(allowed)) if allowed.iter().any(|allowed| allowed == origin) => Ok(()),
+        _ => Err(protocol::ApiError::new(
+            crate::runtime::bindings::types::ErrorCode::Forbidden,
+            format!("pages from {origin} may not connect here (ROSTER_CORS_ORIGINS)"),
+        )),
+    }
+}
+
 async fn healthz() -> Response {
     (
         StatusCode::OK,
@@ -74,15 +93,28 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
             r#"{"ok":false,"reason":"shutting down"}"#.to_owned(),
         )
     } else {
+        // `auth` says whether tokens are verified: "open" means anyone is whoever they say.
+        let auth = if hub.config().auth_on() {
+            "jwt"
+        } else {
+            "open"
+        };
         match hub.store.ping().await {
             Ok(()) => (
                 StatusCode::OK,
-                format!(r#"{{"ok":true,"store":"{}"}}"#, hub.store.kind()),
+                format!(
+                    r#"{{"ok":true,"store":"{}","auth":"{auth}"}}"#,
+                    hub.store.kind()
+                ),
             ),
             Err(error) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"ok": false, "reason": format!("store unavailable: {error:?}")})
-                    .to_string(),
+                serde_json::json!({
+                    "ok": false,
+                    "reason": format!("store unavailable: {error:?}"),
+                    "auth": auth,
+                })
+                .to_string(),
             ),
         }
     };
@@ -93,6 +125,12 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     let bus = &hub.bus.stats;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let mut series: Vec<(&str, &str, &str, u64)> = vec![
+        (
+            "roster_auth_open",
+            "1 when no token key is configured (open mode: anyone is whoever they say).",
+            "gauge",
+            u64::from(!hub.config().auth_on()),
+        ),
         (
             "roster_sockets",
             "Open sockets (WebSocket and Socket.IO).",

@@ -43,6 +43,8 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::bus::{CloseReason, Outbound, Peer};
 use crate::hub::{Hub, SocketPermit};
+use crate::protocol::auth::{self, Verified};
+use crate::protocol::ops;
 use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::session::Session;
@@ -184,8 +186,8 @@ pub async fn own_head(mut request: axum::extract::Request) -> axum::extract::Req
 /// A Socket.IO packet, as far as it reads.
 #[derive(Debug, PartialEq)]
 enum Packet<'a> {
-    /// `0`: connect to a namespace, with optional auth data.
-    Connect { namespace: &'a str },
+    /// `0`: connect to a namespace, with optional auth data (a JSON object, or nothing).
+    Connect { namespace: &'a str, data: &'a str },
     /// `1`: leave a namespace.
     Disconnect { namespace: &'a str },
     /// `2`: an event; `data` is the JSON text after the header (an array when well formed).
@@ -236,7 +238,10 @@ fn parse(text: &str) -> Packet<'_> {
     let ack = (digits > 0 && digits <= MAX_ACK_DIGITS).then(|| &rest[..digits]);
     let data = &rest[digits..];
     match kind {
-        '0' => Packet::Connect { namespace },
+        '0' => Packet::Connect {
+            namespace,
+            data: &rest[digits..],
+        },
         '1' => Packet::Disconnect { namespace },
         '2' => Packet::Event {
             namespace,
@@ -323,7 +328,7 @@ impl EngineIoHandler for Handler {
         // A text packet ends any binary packet whose attachments never came.
         socket.data.attachments.store(0, Ordering::Relaxed);
         match parse(msg.as_str()) {
-            Packet::Connect { namespace } => self.connect(&socket, namespace),
+            Packet::Connect { namespace, data } => self.connect(&socket, namespace, data),
             Packet::Disconnect { namespace: "/" } => {
                 if let Some(connected) = socket.data.connected.lock().take() {
                     // The client left the namespace: the session leaves and ends.
@@ -395,31 +400,55 @@ fn refuse(socket: &EngineSocket, ack: Option<&str>, why: String) {
 
 impl Handler {
     /// A `CONNECT` to `namespace`: admits the socket and starts its session, or refuses
-    /// with a `CONNECT_ERROR` whose message says why.
-    fn connect(&self, socket: &Arc<EngineSocket>, namespace: &str) {
-        let refuse_connect = |message: &str| {
-            let error = serde_json::json!({ "message": message });
+    /// with a `CONNECT_ERROR` whose `data` is the error (`{code, message}`).
+    fn connect(&self, socket: &Arc<EngineSocket>, namespace: &str, auth: &str) {
+        let refuse_connect = |error: ApiError| {
+            let message = serde_json::json!({
+                "message": error.message,
+                "data": {"code": protocol::code_name(error.code), "message": error.message},
+            });
             let prefix = if namespace == "/" {
                 String::new()
             } else {
                 format!("{namespace},")
             };
-            let _ = send(socket, format!("4{prefix}{error}"));
+            let _ = send(socket, format!("4{prefix}{message}"));
         };
         if namespace != "/" {
-            refuse_connect("Invalid namespace");
+            refuse_connect(ApiError::new(
+                ErrorCode::InvalidPayload,
+                "Invalid namespace",
+            ));
             return;
         }
         if socket.data.connected.lock().is_some() {
             return;
         }
+        let headers = &socket.req_parts.headers;
+        let origin = headers
+            .get(axum::http::header::ORIGIN)
+            .and_then(|value| value.to_str().ok());
+        if let Err(error) = super::check_origin(&self.hub, origin) {
+            refuse_connect(error);
+            return;
+        }
+        let identity = match handshake_token(socket, auth)
+            .and_then(|token| self.hub.authenticate(token.as_deref()))
+        {
+            Ok(identity) => identity,
+            Err(error) => {
+                refuse_connect(error);
+                return;
+            }
+        };
         let Some(permit) = self.hub.admit_socket() else {
             tracing::warn!(
                 "refusing a Socket.IO connection: the node is at its socket limit or shutting down"
             );
-            refuse_connect(
+            refuse_connect(ApiError::new(
+                ErrorCode::RateLimited,
                 "this node is at its socket limit or shutting down; try another node or later",
-            );
+            ));
             return;
         };
         let (inbox, requests) = mpsc::channel(INBOX);
@@ -448,6 +477,7 @@ impl Handler {
             requests,
             outbound,
             permit,
+            identity,
         ));
     }
 
@@ -492,6 +522,30 @@ impl Handler {
     }
 }
 
+/// The token of a Socket.IO handshake, where the Socket.IO servers Roster replaces read it:
+/// the `CONNECT` packet's `auth: {token}`, then the `token` query parameter, then
+/// `Authorization: Bearer`.
+fn handshake_token(socket: &EngineSocket, auth: &str) -> Result<Option<String>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        #[serde(default)]
+        token: Option<String>,
+    }
+    if let Ok(Auth { token: Some(token) }) = serde_json::from_str::<Auth>(auth) {
+        return Ok(Some(token));
+    }
+    let query = socket.req_parts.uri.query().unwrap_or_default();
+    if let Some(token) = ops::query_value(query, "token", ErrorCode::Unauthorized)? {
+        return Ok(Some(token));
+    }
+    let header = socket
+        .req_parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    Ok(auth::bearer(header).map(str::to_owned))
+}
+
 /// A Socket.IO session id: random, for the client's `socket.id` (not a secret).
 fn fastrand_sid() -> String {
     std::iter::repeat_with(fastrand::alphanumeric)
@@ -506,6 +560,7 @@ async fn serve(
     mut requests: mpsc::Receiver<Box<Incoming>>,
     outbound: mpsc::Receiver<Outbound>,
     _permit: SocketPermit,
+    identity: Verified,
 ) {
     let writer = tokio::spawn(write_loop(
         Arc::clone(&hub),
@@ -513,17 +568,33 @@ async fn serve(
         outbound,
         Arc::clone(&peer),
     ));
-    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer));
+    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer), identity);
     let max_frame = hub.config().max_frame_bytes;
+    // The token's end (far away in open mode); `auth:refresh` moves it.
+    let far = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut ends = session.expiry();
+    let expiry = tokio::time::sleep_until(ends.unwrap_or_else(far));
+    tokio::pin!(expiry);
     loop {
         let incoming = tokio::select! {
             () = peer.cancel_token().cancelled() => break,
+            () = &mut expiry => {
+                // A normal leave; then `auth:expired` and the disconnect (below).
+                tracing::debug!(peer = peer.id, "closing a Socket.IO socket whose token expired");
+                session.close().await;
+                peer.close(CloseReason::Expired);
+                break;
+            }
             incoming = requests.recv() => match incoming {
                 Some(incoming) => incoming,
                 None => break,
             },
         };
         let reply = handle(&mut session, &incoming, max_frame).await;
+        if session.expiry() != ends {
+            ends = session.expiry();
+            expiry.as_mut().reset(ends.unwrap_or_else(far));
+        }
         if let Some(ack) = &incoming.ack {
             match send(&socket, ack_packet(ack, &reply)) {
                 Ok(()) => {}
@@ -539,7 +610,18 @@ async fn serve(
     match peer.close_reason() {
         // The transports are closed together once every socket has left.
         Some(CloseReason::Shutdown) | None => {}
-        Some(_) => {
+        Some(reason) => {
+            if reason == CloseReason::Expired {
+                let _ = send(
+                    &socket,
+                    event_packet(
+                        "auth:expired",
+                        &protocol::raw_json(String::from(
+                            r#"{"code":"UNAUTHORIZED","message":"the token expired"}"#,
+                        )),
+                    ),
+                );
+            }
             // Like a Socket.IO server's `disconnect()`: the client sees "io server
             // disconnect" and does not reconnect by itself.
             let _ = send(&socket, String::from("1"));
@@ -611,11 +693,18 @@ mod tests {
     /// Headers read as the Socket.IO protocol writes them; what is not a header is ignored.
     #[test]
     fn packet_headers() {
-        assert_eq!(parse("0"), Packet::Connect { namespace: "/" });
+        assert_eq!(
+            parse("0"),
+            Packet::Connect {
+                namespace: "/",
+                data: ""
+            }
+        );
         assert_eq!(
             parse("0/admin,{\"token\":1}"),
             Packet::Connect {
-                namespace: "/admin"
+                namespace: "/admin",
+                data: "{\"token\":1}"
             }
         );
         assert_eq!(parse("1"), Packet::Disconnect { namespace: "/" });

@@ -19,6 +19,10 @@ use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Uri, header};
+
+use crate::protocol::auth::{self, Verified};
+use crate::protocol::ops;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -32,16 +36,43 @@ use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::session::Session;
 
+/// The close code of a socket whose token expired (DESIGN.md §7): the 4000s are the
+/// application's.
+const TOKEN_EXPIRED: u16 = 4401;
+
 /// How long a closing socket may take to accept its Close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Bytes of outgoing frames buffered before a write (every frame is flushed anyway).
 const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
-/// `GET /ws`: upgrades to a WebSocket if the node has room. A request that is not a
-/// WebSocket upgrade gets the contract's error (400), a full node a 503 with its reason.
+/// An error response with `status`.
+fn refuse(status: StatusCode, error: ApiError) -> Response {
+    let mut response = super::http::respond(Err(error));
+    *response.status_mut() = status;
+    response
+}
+
+/// The token of a `/ws` upgrade: `Authorization: Bearer`, else `?token=` (browsers cannot
+/// set headers on a WebSocket).
+fn token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if let Some(token) = auth::bearer(header) {
+        return Ok(Some(token.to_owned()));
+    }
+    ops::query_value(query.unwrap_or_default(), "token", ErrorCode::Unauthorized)
+}
+
+/// `GET /ws`: upgrades to a WebSocket if the node has room, the token verifies (with
+/// authentication on) and the page's origin is allowed. A request that is not a
+/// WebSocket upgrade gets the contract's error (400), a refused token a 401, a foreign
+/// origin a 403, a full node a 503 with its reason.
 pub async fn upgrade(
     State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    uri: Uri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -51,19 +82,26 @@ pub async fn upgrade(
                 ErrorCode::InvalidPayload,
                 format!("/ws takes WebSocket upgrades only: {rejection}"),
             );
-            let mut response = super::http::respond(Err(error));
-            *response.status_mut() = StatusCode::BAD_REQUEST;
-            return response;
+            return refuse(StatusCode::BAD_REQUEST, error);
         }
     };
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok());
+    if let Err(error) = super::check_origin(&hub, origin) {
+        return refuse(StatusCode::FORBIDDEN, error);
+    }
+    let identity =
+        match token(&headers, uri.query()).and_then(|token| hub.authenticate(token.as_deref())) {
+            Ok(identity) => identity,
+            Err(error) => return refuse(StatusCode::UNAUTHORIZED, error),
+        };
     let Some(permit) = hub.admit_socket() else {
         let error = ApiError::new(
             ErrorCode::RateLimited,
             "this node is at its socket limit or shutting down; try another node or later",
         );
-        let mut response = super::http::respond(Err(error));
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        return response;
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, error);
     };
     let limit = hub.config().hard_frame_limit();
     let tasks = hub.socket_tasks().clone();
@@ -71,7 +109,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| tasks.track_future(serve(hub, socket, permit)))
+        .on_upgrade(move |socket| tasks.track_future(serve(hub, socket, permit, identity)))
 }
 
 /// A request frame. Borrowed: `data` is handed to the session without a copy.
@@ -106,13 +144,13 @@ fn reply_frame(id: Option<&RawValue>, reply: &Reply) -> String {
     )
 }
 
-async fn serve(hub: Arc<Hub>, socket: WebSocket, _permit: SocketPermit) {
+async fn serve(hub: Arc<Hub>, socket: WebSocket, _permit: SocketPermit, identity: Verified) {
     let (tx, rx) = mpsc::channel(hub.config().max_pending_messages);
     let peer = Arc::new(Peer::new(hub.next_peer_id(), tx, hub.shutdown_token()));
     let ping_every = Duration::from_millis(hub.config().ping_interval_ms);
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&peer), ping_every));
-    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer));
+    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer), identity);
     read_loop(&hub, &mut session, &peer, stream, ping_every).await;
     session.close().await;
     if peer.close_reason().is_none() {
@@ -141,9 +179,21 @@ async fn read_loop(
     let mut last_frame = Instant::now();
     let idle = tokio::time::sleep_until(last_frame + idle_after);
     tokio::pin!(idle);
+    // The token's end (far away in open mode); `auth:refresh` moves it.
+    let far = || Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut ends = session.expiry();
+    let expiry = tokio::time::sleep_until(ends.unwrap_or_else(far));
+    tokio::pin!(expiry);
     loop {
         let message = tokio::select! {
             () = &mut cancelled => return,
+            () = &mut expiry => {
+                // A normal leave, then the close (4401) says why.
+                tracing::debug!(peer = peer.id, "closing a socket whose token expired");
+                session.close().await;
+                peer.close(CloseReason::Expired);
+                return;
+            }
             () = &mut idle => {
                 let deadline = last_frame + idle_after;
                 if deadline > Instant::now() {
@@ -165,7 +215,14 @@ async fn read_loop(
                 }
                 return;
             }
-            Some(Ok(Message::Text(text))) => handle_text(session, text.as_str(), max_frame).await,
+            Some(Ok(Message::Text(text))) => {
+                let reply = handle_text(session, text.as_str(), max_frame).await;
+                if session.expiry() != ends {
+                    ends = session.expiry();
+                    expiry.as_mut().reset(ends.unwrap_or_else(far));
+                }
+                reply
+            }
             Some(Ok(Message::Binary(_))) => reply_frame(
                 None,
                 &Err(ApiError::new(
@@ -260,6 +317,7 @@ async fn write_loop(
             "idle: nothing received for two ping intervals",
         ),
         Some(CloseReason::TooLarge) => (close_code::SIZE, "frame too large"),
+        Some(CloseReason::Expired) => (TOKEN_EXPIRED, "the token expired"),
         None => (close_code::NORMAL, ""),
     };
     let frame = CloseFrame {

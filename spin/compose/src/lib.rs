@@ -2,14 +2,14 @@
 //!
 //! Spin wires component dependencies only to the main component's imports, so the chain is
 //! composed before Spin sees it: the gateway (`roster-spin-gateway`) imports `presence`,
-//! `metadata` and `reaper`; those import `store` and `events`, which the adapter
-//! (`roster-spin-adapter`) exports over Spin's Redis. The result imports only WASI and
+//! `metadata`, `reaper` and `policy`; the first three import `store` and `events`, which the
+//! adapter (`roster-spin-adapter`) exports over Spin's Redis (the policy imports nothing). The result imports only WASI and
 //! `fermyon:spin/*@2.0.0`, and exports `wasi:http/incoming-handler`.
 //!
 //! The cron variant is composed the same way from `roster-spin-cron` (which imports only
 //! `reaper`), the reaper component and the adapter; it exports `handle-cron-event`.
 //!
-//! The three components are built exactly as the host's build script builds them (same
+//! The four components are built exactly as the host's build script builds them (same
 //! packages, profile and target directory, in their own cargo invocation so that no other
 //! package's features leak into theirs) and embedded byte for byte: the composition defines
 //! each as a nested component with its raw bytes.
@@ -102,8 +102,11 @@ pub fn compose(
     for (slot, bytes) in components {
         let package = register(&mut graph, &format!("roster:{slot}"), bytes)?;
         let instance = graph.instantiate(package);
-        connect(&mut graph, instance, STORE, store)?;
-        connect(&mut graph, instance, EVENTS, events)?;
+        // The policy can only decide: it imports no store and no events.
+        if *slot != "policy" {
+            connect(&mut graph, instance, STORE, store)?;
+            connect(&mut graph, instance, EVENTS, events)?;
+        }
         connect(&mut graph, instance, TYPES, types)?;
         let interface = format!("roster:hub/{slot}@0.1.0");
         let export = export_of(&mut graph, instance, &interface)?;

@@ -9,7 +9,7 @@ use crate::protocol::{
     DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_MAX_SNAPSHOT_MEMBERS, DEFAULT_MAX_STATE_BYTES,
     DEFAULT_TTL_MS,
 };
-use crate::wit::types::{CallContext, Settings};
+use crate::wit::types::{CallContext, Principal, Settings};
 
 /// The node id a Spin deployment stores with the connections it creates, and publishes
 /// events under, when `node_id` is not set.
@@ -29,7 +29,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `tick_token`: the bearer token of `POST /v1/reaper/tick`; unset disables the route.
     pub tick_token: Option<String>,
-    /// `cors_origins`: `*`, or a comma-separated list of allowed origins.
+    /// `cors_origins`: `*`, a comma-separated list of allowed origins, or empty (any in open
+    /// mode, none with tokens).
     pub cors_origins: String,
     /// `reaper_interval_ms`: joins, leaves, snapshots and counts run the reaper at most this
     /// often across the deployment (0: never; a scheduler or the cron trigger ticks).
@@ -37,7 +38,7 @@ pub struct Config {
 }
 
 /// A variable's value, none when unset or empty (Spin gives undeclared variables as errors).
-fn var(name: &str) -> Option<String> {
+pub fn var(name: &str) -> Option<String> {
     variables::get(name)
         .ok()
         .map(|value| value.trim().to_owned())
@@ -46,7 +47,7 @@ fn var(name: &str) -> Option<String> {
 
 /// A numeric variable, its default when unset; an unreadable value is a configuration error
 /// naming the variable.
-fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
+pub fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     match var(name) {
         None => Ok(default),
         Some(text) => text
@@ -86,13 +87,25 @@ impl Config {
             node_id: var("node_id").unwrap_or_else(|| DEFAULT_NODE_ID.to_owned()),
             max_body_bytes: number("max_body_bytes", DEFAULT_MAX_FRAME_BYTES)?,
             tick_token: var("tick_token"),
-            cors_origins: var("cors_origins").unwrap_or_else(|| "*".to_owned()),
+            cors_origins: var("cors_origins").unwrap_or_default(),
             reaper_interval_ms: number("reaper_interval_ms", DEFAULT_REAPER_INTERVAL_MS)?,
         })
     }
 
-    /// The context of a call made now.
+    /// The context of a call made now, on behalf of the open principal (the host's own
+    /// calls: the tick, `/readyz`).
     pub fn context(&self) -> CallContext {
+        self.context_for(Principal {
+            user_id: None,
+            verified: false,
+            role: None,
+            permissions: Vec::new(),
+            rooms: None,
+        })
+    }
+
+    /// The context of a call made now, on behalf of `principal`.
+    pub fn context_for(&self, principal: Principal) -> CallContext {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| {
@@ -102,12 +115,17 @@ impl Config {
             now,
             node_id: self.node_id.clone(),
             settings: self.settings,
+            principal,
         }
     }
 
-    /// The `Access-Control-Allow-Origin` for a request from `origin`, if it is allowed.
-    pub fn allowed_origin(&self, origin: Option<&str>) -> Option<String> {
-        if self.cors_origins == "*" {
+    /// The `Access-Control-Allow-Origin` for a request from `origin`, if it is allowed:
+    /// unset means any origin in open mode and none with tokens verified (`auth_on`).
+    pub fn allowed_origin(&self, origin: Option<&str>, auth_on: bool) -> Option<String> {
+        if self.cors_origins.is_empty() && auth_on {
+            return None;
+        }
+        if self.cors_origins.is_empty() || self.cors_origins == "*" {
             return Some("*".to_owned());
         }
         let origin = origin?;

@@ -27,16 +27,18 @@ mod wit {
 
 mod config;
 mod protocol;
+mod tokens;
 
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::bindings::roster::hub::{metadata, presence, reaper};
+use crate::bindings::roster::hub::{metadata, policy, presence, reaper};
 use crate::config::Config;
+use crate::protocol::auth;
 use crate::protocol::ops::{self, Components, OpId};
 use crate::protocol::{ApiError, Reply};
 use crate::wit::types::{
-    CallContext, Channel, ChannelState, ErrorCode, HeartbeatOk, HeartbeatRequest, JoinRequest,
-    Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, SnapshotPage,
+    Action, CallContext, Channel, ChannelState, ErrorCode, HeartbeatOk, HeartbeatRequest,
+    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, SnapshotPage,
     SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 
@@ -52,9 +54,29 @@ mod handler {
     }
 }
 
+/// What one request runs with: the variables, and the token verifier they configure.
+struct Setup {
+    config: Config,
+    /// None: open mode.
+    verifier: Option<protocol::auth::Verifier>,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
 /// Answers one request.
 fn serve(request: &Request) -> Response {
-    let config = match Config::load() {
+    let loaded = Config::load().and_then(|config| {
+        Ok(Setup {
+            config,
+            verifier: tokens::verifier()?,
+        })
+    });
+    let config = match loaded {
         Ok(config) => config,
         Err(error) => {
             let reply = Err(ApiError::new(ErrorCode::ComponentFailed, error));
@@ -96,15 +118,27 @@ fn serve(request: &Request) -> Response {
 }
 
 /// Runs a `/v1` request through the operation table, as a node's `/v1` does.
-fn dispatch(request: &Request, config: &Config, routed: &ops::Routed) -> Reply {
-    if routed.op.id == OpId::ReaperTick {
-        let authorization = request.header("authorization").and_then(|v| v.as_str());
+fn dispatch(request: &Request, config: &Setup, routed: &ops::Routed) -> Reply {
+    let authorization = request.header("authorization").and_then(|v| v.as_str());
+    let principal = if routed.op.id == OpId::ReaperTick {
         protocol::check_bearer(
             config.tick_token.as_deref(),
             authorization,
             "the tick_token variable",
         )?;
-    }
+        auth::open_principal()
+    } else {
+        match (&config.verifier, auth::bearer(authorization)) {
+            (None, _) => auth::open_principal(),
+            (Some(verifier), Some(token)) => verifier.verify(token)?.principal,
+            (Some(_), None) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "a token is required: Authorization: Bearer <jwt>",
+                ));
+            }
+        }
+    };
     let body = request.body();
     let max = config.max_body_bytes;
     if body.len() > max {
@@ -115,7 +149,7 @@ fn dispatch(request: &Request, config: &Config, routed: &ops::Routed) -> Reply {
     }
     let parsed = ops::Request::from_http(routed, request.query(), body, max)?;
     let gateway = Gateway {
-        ctx: config.context(),
+        ctx: config.context_for(principal),
     };
     // Every call below is synchronous (Spin's imports block), so the future completes on
     // its first poll.
@@ -144,6 +178,15 @@ struct Gateway {
 impl Components for Gateway {
     fn nonce(&self) -> Result<u64, ApiError> {
         Ok(wasi::random::random::get_random_u64())
+    }
+
+    /// Asks the policy (composed in, the same binary as a node's) when the principal is
+    /// verified; in open mode anyone may do anything.
+    async fn authorize(&self, action: Action, name: &str) -> Result<(), ApiError> {
+        if !self.ctx.principal.verified {
+            return Ok(());
+        }
+        Ok(policy::decide(&self.ctx.principal, action, name)?)
     }
 
     async fn join(&self, request: JoinRequest) -> Result<Joined, ApiError> {
@@ -231,8 +274,13 @@ fn tick_on_traffic(config: &Config, ctx: &CallContext) {
     }
 }
 
-/// `/readyz`: Redis answers a read.
-fn ready(request: &Request, config: &Config) -> Response {
+/// `/readyz`: Redis answers a read. `auth` says whether tokens are verified.
+fn ready(request: &Request, config: &Setup) -> Response {
+    let auth = if config.verifier.is_some() {
+        "jwt"
+    } else {
+        "open"
+    };
     let probe = Channel {
         channel_type: "roster".into(),
         channel_name: "readyz".into(),
@@ -242,7 +290,7 @@ fn ready(request: &Request, config: &Config) -> Response {
             request,
             config,
             200,
-            r#"{"ok":true,"store":"redis"}"#.to_owned(),
+            format!(r#"{{"ok":true,"store":"redis","auth":"{auth}"}}"#),
         ),
         Err(failure) => {
             let reason = serde_json::to_string(&failure.message).unwrap_or_default();
@@ -250,7 +298,7 @@ fn ready(request: &Request, config: &Config) -> Response {
                 request,
                 config,
                 503,
-                format!(r#"{{"ok":false,"reason":{reason}}}"#),
+                format!(r#"{{"ok":false,"reason":{reason},"auth":"{auth}"}}"#),
             )
         }
     }
@@ -271,7 +319,7 @@ fn json(status: u16, body: String, allow: Option<&str>) -> Response {
 /// A reply as a response with `status`, CORS headers and an optional `Allow`.
 fn respond_with(
     request: &Request,
-    config: &Config,
+    config: &Setup,
     status: u16,
     reply: &Reply,
     allow: Option<&str>,
@@ -283,13 +331,14 @@ fn respond_with(
     )
 }
 
-fn respond_json(request: &Request, config: &Config, status: u16, body: String) -> Response {
+fn respond_json(request: &Request, config: &Setup, status: u16, body: String) -> Response {
     cors(request, config, json(status, body, None))
 }
 
 /// Adds `Access-Control-Allow-Origin` for allowed origins (all, by default).
-fn cors(request: &Request, config: &Config, mut response: Response) -> Response {
-    if let Some(origin) = config.allowed_origin(request.header("origin").and_then(|v| v.as_str())) {
+fn cors(request: &Request, config: &Setup, mut response: Response) -> Response {
+    let origin = request.header("origin").and_then(|v| v.as_str());
+    if let Some(origin) = config.allowed_origin(origin, config.verifier.is_some()) {
         response.set_header("access-control-allow-origin", origin);
         response.set_header("vary", "origin");
     }
@@ -297,7 +346,7 @@ fn cors(request: &Request, config: &Config, mut response: Response) -> Response 
 }
 
 /// A CORS preflight: any of the API's methods and the headers it reads.
-fn preflight(request: &Request, config: &Config) -> Response {
+fn preflight(request: &Request, config: &Setup) -> Response {
     let mut response = Response::builder().status(204).build();
     response.set_header(
         "access-control-allow-methods",

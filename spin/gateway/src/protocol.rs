@@ -12,6 +12,9 @@ pub use json::*;
 #[path = "../../../wire/ops.rs"]
 pub mod ops;
 
+#[path = "../../../wire/auth.rs"]
+pub mod auth;
+
 #[path = "../../../wire/defaults.rs"]
 mod defaults;
 pub use defaults::*;
