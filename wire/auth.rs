@@ -77,8 +77,11 @@ pub struct Verified {
 /// The claims Roster reads.
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
-    exp: u64,
+    /// Optional here so that a token without it is refused by name, not as malformed.
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     role: Option<String>,
     #[serde(default)]
@@ -187,18 +190,24 @@ impl Verifier {
         let claims = decode::<Claims>(token, &key, &validation)
             .map_err(|error| unauthorized(refusal(error.kind())))?
             .claims;
-        if claims.sub.is_empty() {
+        let exp = claims
+            .exp
+            .ok_or_else(|| unauthorized("the token has no exp claim"))?;
+        let sub = claims
+            .sub
+            .ok_or_else(|| unauthorized("the token has no sub claim"))?;
+        if sub.is_empty() {
             return Err(unauthorized("the token's sub is empty"));
         }
         Ok(Verified {
             principal: Principal {
-                user_id: Some(claims.sub),
+                user_id: Some(sub),
                 verified: true,
                 role: claims.role,
                 permissions: claims.permissions.unwrap_or_default(),
                 rooms: claims.rooms,
             },
-            expires_at_ms: claims.exp.saturating_mul(1000),
+            expires_at_ms: exp.saturating_mul(1000),
         })
     }
 }
@@ -233,11 +242,14 @@ fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> String {
     }
 }
 
-/// A bearer token from an `Authorization` header value.
+/// A bearer token from an `Authorization` header value (the scheme is case-insensitive,
+/// RFC 7235).
 pub fn bearer(authorization: Option<&str>) -> Option<&str> {
-    authorization
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = authorization?.trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
         .filter(|token| !token.is_empty())
 }
 
@@ -249,5 +261,31 @@ pub fn open_principal() -> Principal {
         role: None,
         permissions: Vec::new(),
         rooms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_reads_the_scheme_in_any_case() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("BEARER abc")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(Some("Bearer")), None);
+        assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let checks = Checks {
+            issuer: None,
+            audience: None,
+            leeway_ms: 0,
+        };
+        assert!(Verifier::from_secret(b"too short", checks).is_err());
     }
 }

@@ -175,6 +175,7 @@ pub async fn start(config: Config) -> Result<Node, Error> {
         presence = %components.presence,
         metadata = %components.metadata,
         reaper = %components.reaper,
+        policy = %components.policy,
         store = store.kind(),
         "components loaded"
     );

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
@@ -60,14 +60,24 @@ pub fn router(hub: Arc<Hub>) -> (Router, socketio::Transports) {
 }
 
 /// Whether a browser page from `origin` may open a socket: always in open mode (CORS
-/// decides the HTTP API); with authentication on, only listed origins (a page elsewhere
-/// could otherwise use a visitor's token that the browser sends). No `Origin`: not a
-/// browser page.
-pub fn check_origin(hub: &Hub, origin: Option<&str>) -> Result<(), protocol::ApiError> {
+/// decides the HTTP API); with authentication on, only pages served by this host (the
+/// `Origin`'s authority is the request's `Host`) and listed origins (a page elsewhere could
+/// otherwise use a visitor's token that the browser sends). No `Origin`: not a browser page.
+pub fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), protocol::ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok());
     let (Some(origin), true) = (origin, hub.config().auth_on()) else {
         return Ok(());
     };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let same_origin = origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| Some(authority) == host);
     match hub.config().cors_origin_list() {
+        _ if same_origin => Ok(()),
         Ok(None) => Ok(()),
         Ok(Some(allowed)) if allowed.iter().any(|allowed| allowed == origin) => Ok(()),
         _ => Err(protocol::ApiError::new(

@@ -424,11 +424,7 @@ impl Handler {
         if socket.data.connected.lock().is_some() {
             return;
         }
-        let headers = &socket.req_parts.headers;
-        let origin = headers
-            .get(axum::http::header::ORIGIN)
-            .and_then(|value| value.to_str().ok());
-        if let Err(error) = super::check_origin(&self.hub, origin) {
+        if let Err(error) = super::check_origin(&self.hub, &socket.req_parts.headers) {
             refuse_connect(error);
             return;
         }

@@ -85,10 +85,7 @@ pub async fn upgrade(
             return refuse(StatusCode::BAD_REQUEST, error);
         }
     };
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok());
-    if let Err(error) = super::check_origin(&hub, origin) {
+    if let Err(error) = super::check_origin(&hub, &headers) {
         return refuse(StatusCode::FORBIDDEN, error);
     }
     let identity =
