@@ -5,13 +5,17 @@
 use std::path::PathBuf;
 
 /// Fixture packages: (environment variable, package).
-const FIXTURES: [(&str, &str); 3] = [
+const FIXTURES: [(&str, &str); 4] = [
     (
         "ROSTER_FIXTURE_CHAOS_PRESENCE",
         "roster-fixture-chaos-presence",
     ),
     ("ROSTER_FIXTURE_PRESENCE_V2", "roster-fixture-presence-v2"),
     ("ROSTER_FIXTURE_ALWAYS_TRAP", "roster-fixture-always-trap"),
+    (
+        "ROSTER_FIXTURE_POLICY_PUBLIC_ONLY",
+        "roster-fixture-policy-public-only",
+    ),
 ];
 
 fn main() -> Result<(), String> {

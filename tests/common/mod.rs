@@ -61,6 +61,12 @@ pub fn always_trap() -> PathBuf {
     PathBuf::from(env!("ROSTER_FIXTURE_ALWAYS_TRAP"))
 }
 
+/// A policy that lets verified users touch only `public:*` names and traps on `trap:*`
+/// names (`tests/fixtures/policy-public-only`).
+pub fn policy_public_only() -> PathBuf {
+    PathBuf::from(env!("ROSTER_FIXTURE_POLICY_PUBLIC_ONLY"))
+}
+
 /// The configuration tests start from: a manual clock, a fast reaper, no rate limit, and
 /// node leases longer than any clock jump a test makes (a lease is judged by the clock;
 /// tests of node death set their own short lease on the real clock).
@@ -197,6 +203,46 @@ impl WsClient {
             socket,
             next_id: 1,
             events: VecDeque::new(),
+        }
+    }
+
+    /// Connects with `headers` (e.g. `Authorization`, `Origin`) added to the upgrade
+    /// request; a refused upgrade is `Err((status, body))`, the body parsed as JSON when it is.
+    pub async fn try_connect(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, (u16, Value)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value.parse().expect("a header value"),
+            );
+        }
+        match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+        {
+            Ok((socket, _)) => Ok(WsClient {
+                socket,
+                next_id: 1,
+                events: VecDeque::new(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(|bytes| {
+                        serde_json::from_slice(bytes).unwrap_or_else(|_| {
+                            Value::String(String::from_utf8_lossy(bytes).into())
+                        })
+                    })
+                    .unwrap_or(Value::Null);
+                Err((status, body))
+            }
+            Err(other) => panic!("the WebSocket handshake failed without a response: {other}"),
         }
     }
 
@@ -385,6 +431,7 @@ impl WsClient {
 pub struct Http {
     base: String,
     client: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Http {
@@ -393,6 +440,16 @@ impl Http {
         Http {
             base,
             client: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    /// The same client, sending `Authorization: Bearer <token>` with every request.
+    pub fn bearer(&self, token: &str) -> Http {
+        Http {
+            base: self.base.clone(),
+            client: self.client.clone(),
+            token: Some(token.to_owned()),
         }
     }
 
@@ -400,6 +457,9 @@ impl Http {
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -542,8 +602,33 @@ impl SioClient {
     /// Opens the Engine.IO session and connects to the `/` namespace; `Err` carries the
     /// message of a `connect_error`.
     pub async fn connect(host: &TestHost) -> Result<SioClient, String> {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.addr);
-        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        SioClient::connect_with(host, "", &[], None)
+            .await
+            .map_err(|error| error["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Opens the Engine.IO session with `query` appended to the handshake URL (`&token=...`)
+    /// and `headers` on the upgrade request, and connects to `/` with `auth` as the CONNECT
+    /// payload; `Err` carries the whole `connect_error` payload (`{message, data}`).
+    pub async fn connect_with(
+        host: &TestHost,
+        query: &str,
+        headers: &[(&str, &str)],
+        auth: Option<&Value>,
+    ) -> Result<SioClient, Value> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket{query}",
+            host.addr
+        );
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value.parse().expect("a header value"),
+            );
+        }
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect in time")
             .expect("the Engine.IO handshake succeeds");
@@ -558,14 +643,26 @@ impl SioClient {
             open.starts_with('0'),
             "expected an Engine.IO open packet, got {open}"
         );
-        client.send_raw("40").await;
+        match auth {
+            Some(auth) => client.send_raw(&format!("40{auth}")).await,
+            None => client.send_raw("40").await,
+        }
         let connect = client.next_text().await;
         if let Some(error) = connect.strip_prefix("44") {
-            let error: Value = serde_json::from_str(error).expect("connect_error is JSON");
-            return Err(error["message"].as_str().unwrap_or_default().to_owned());
+            return Err(serde_json::from_str(error).expect("connect_error is JSON"));
         }
         assert!(connect.starts_with("40"), "expected CONNECT, got {connect}");
         Ok(client)
+    }
+
+    /// The next event named `name`, buffering others; panics if the session ends first.
+    pub async fn next_event(&mut self, name: &str) -> Value {
+        loop {
+            if let Some(at) = self.events.iter().position(|(n, _)| n == name) {
+                return self.events.remove(at).map(|(_, data)| data).expect("found");
+            }
+            self.read_one().await;
+        }
     }
 
     /// Sends one Engine.IO message as is (`42...` is a Socket.IO event).
@@ -608,24 +705,28 @@ impl SioClient {
             if let Some(ack) = self.acks.remove(&id) {
                 return ack;
             }
-            let text = self.next_text().await;
-            if let Some(rest) = text.strip_prefix("43") {
-                let split = rest.find('[').expect("an ack has arguments");
-                let ack_id: u64 = rest[..split].parse().expect("an ack id");
-                let mut arguments: Vec<Value> =
-                    serde_json::from_str(&rest[split..]).expect("ack JSON");
-                self.acks.insert(ack_id, arguments.remove(0));
-            } else if let Some(rest) = text.strip_prefix("42") {
-                let mut arguments: Vec<Value> = serde_json::from_str(rest).expect("event JSON");
-                let data = arguments.pop().expect("event data");
-                let name = arguments
-                    .pop()
-                    .and_then(|n| n.as_str().map(str::to_owned))
-                    .expect("event name");
-                self.events.push_back((name, data));
-            } else if text.starts_with('1') || text.starts_with("41") {
-                panic!("the server closed the session: {text}");
-            }
+            self.read_one().await;
+        }
+    }
+
+    /// Reads one packet: an ack or an event is buffered; a close panics.
+    async fn read_one(&mut self) {
+        let text = self.next_text().await;
+        if let Some(rest) = text.strip_prefix("43") {
+            let split = rest.find('[').expect("an ack has arguments");
+            let ack_id: u64 = rest[..split].parse().expect("an ack id");
+            let mut arguments: Vec<Value> = serde_json::from_str(&rest[split..]).expect("ack JSON");
+            self.acks.insert(ack_id, arguments.remove(0));
+        } else if let Some(rest) = text.strip_prefix("42") {
+            let mut arguments: Vec<Value> = serde_json::from_str(rest).expect("event JSON");
+            let data = arguments.pop().expect("event data");
+            let name = arguments
+                .pop()
+                .and_then(|n| n.as_str().map(str::to_owned))
+                .expect("event name");
+            self.events.push_back((name, data));
+        } else if text.starts_with('1') || text.starts_with("41") {
+            panic!("the server closed the session: {text}");
         }
     }
 
@@ -633,6 +734,24 @@ impl SioClient {
     pub async fn request(&mut self, event: &str, data: Value) -> Value {
         let id = self.emit(event, &data).await;
         self.ack(id).await
+    }
+
+    /// Every text packet until the transport ends (answering pings), in order.
+    pub async fn packets_until_end(&mut self) -> Vec<String> {
+        let mut packets = Vec::new();
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next()).await {
+                Err(_) => {
+                    panic!("the Socket.IO transport did not end within {WAIT:?}: {packets:?}")
+                }
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return packets,
+                Ok(Some(Ok(Message::Text(text)))) if text.as_str() == "2" => {
+                    let _ = self.socket.send(Message::text("3")).await;
+                }
+                Ok(Some(Ok(Message::Text(text)))) => packets.push(text.to_string()),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
     }
 
     /// Reads until the transport ends.
