@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Mutex, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 /// Which protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,11 +48,13 @@ pub struct Client {
 
 impl Client {
     /// Connects to the server at `server` (host:port) from `source` (a loopback address, or
-    /// any), and starts its reader and writer.
+    /// any) with `token` when the server verifies tokens (`Authorization: Bearer` on `/ws`,
+    /// `auth: {token}` on Socket.IO), and starts its reader and writer.
     pub async fn connect(
         server: SocketAddr,
         transport: Transport,
         source: Option<IpAddr>,
+        token: Option<&str>,
         on_event: OnEvent,
     ) -> anyhow::Result<Client> {
         let socket = if server.is_ipv4() {
@@ -71,7 +74,13 @@ impl Client {
             Transport::Ws => format!("ws://{server}/ws"),
             Transport::Socketio => format!("ws://{server}/socket.io/?EIO=4&transport=websocket"),
         };
-        let (mut socket, _) = tokio_tungstenite::client_async(url, stream)
+        let mut request = url.into_client_request()?;
+        if let (Some(token), Transport::Ws) = (token, transport) {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
             .await
             .context("the WebSocket handshake")?;
         if transport == Transport::Socketio {
@@ -79,7 +88,11 @@ impl Client {
             if !open.starts_with('0') {
                 bail!("expected an Engine.IO open packet, got {open}");
             }
-            socket.send(Message::text("40")).await?;
+            let connect = match token {
+                Some(token) => format!("40{}", json!({ "token": token })),
+                None => "40".to_owned(),
+            };
+            socket.send(Message::text(connect)).await?;
             loop {
                 let connect = next_text(&mut socket).await?;
                 if connect == "2" {

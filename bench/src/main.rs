@@ -56,6 +56,23 @@ struct TargetArgs {
     /// Connections opened (and joined) at once.
     #[arg(long, global = true, default_value_t = 256)]
     connect_concurrency: usize,
+    /// The server's HMAC key: each client then connects with its own HS256 token (its
+    /// user as `sub`, one hour), signed before it connects, as a backend would.
+    #[arg(long, global = true, env = "ROSTER_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+/// An HS256 token for `user`, valid for an hour.
+fn token(secret: &str, user: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3_600;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 #[derive(Subcommand)]
@@ -215,20 +232,24 @@ async fn join_fleet(
                 1 + (i % usize::from(target.sources)) as u8,
             ))
         });
-        let (server, transport, on_event, room) = (
+        let (server, transport, on_event, room, secret) = (
             target.server,
             target.transport,
             Arc::clone(&on_event),
             room(i),
+            target.jwt_secret.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let client = Client::connect(server, transport, source, on_event).await?;
+            let user = format!("user-{i}");
+            let token = secret.map(|secret| token(&secret, &user)).transpose()?;
+            let client =
+                Client::connect(server, transport, source, token.as_deref(), on_event).await?;
             let sent = Instant::now();
             let ack = client
                 .request(
                     "presence:join",
-                    json!({"roomId": room, "userId": format!("user-{i}"), "state": {}}),
+                    json!({"roomId": room, "userId": user, "state": {}}),
                 )
                 .await?;
             let took = sent.elapsed();

@@ -140,6 +140,51 @@ async fn join_storm_and_idle_connections() {
     assert!(out.contains("KiB per connection"), "{out}");
 }
 
+/// With `--jwt-secret` every client brings its own token: a server that verifies them lets
+/// all of them join (as their own users), and one with another key refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_storm_with_tokens() {
+    const SECRET: &str = "roster-bench-test-jwt-secret-0123456789";
+    let host = TestHost::start_with(|c| c.jwt_secret = Some(SECRET.into())).await;
+    for transport in ["ws", "socketio"] {
+        let out = bench(
+            &host,
+            &[
+                "--transport",
+                transport,
+                "--jwt-secret",
+                SECRET,
+                "join-storm",
+                "--clients",
+                "100",
+                "--rooms",
+                "10",
+            ],
+        )
+        .await;
+        assert!(
+            out.contains("join storm: 100 clients into 10 rooms"),
+            "{out}"
+        );
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roster-bench"));
+    command.args(["--server", &host.addr.to_string()]).args([
+        "--jwt-secret",
+        "another-key-that-is-at-least-32-bytes-long",
+        "join-storm",
+        "--clients",
+        "5",
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "tokens of another key are refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_raises_the_load_until_the_bound() {
     let host = TestHost::start().await;

@@ -1,6 +1,7 @@
-//! `cargo xtask bench [--redis] <scenario> [ARGS...]`: builds `roster` and `roster-bench` in
-//! release, starts a private `roster` on a free loopback port (and, with `--redis`, a
-//! private `redis-server` behind it), runs one `roster-bench` scenario against it with the
+//! `cargo xtask bench [--redis] [--jwt] <scenario> [ARGS...]`: builds `roster` and
+//! `roster-bench` in release, starts a private `roster` on a free loopback port (and, with
+//! `--redis`, a private `redis-server` behind it; with `--jwt`, authentication on and every
+//! client bringing its own token), runs one `roster-bench` scenario against it with the
 //! server's pid for CPU and memory readings, and stops both. ARGS go to `roster-bench`
 //! (`cargo xtask bench steady --help` lists them).
 //!
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 /// The admin token of the benchmark server (loopback only, for the `swap` scenario).
 const ADMIN_TOKEN: &str = "roster-bench-admin-token";
 
+/// The HMAC key of the benchmark server with `--jwt` (loopback only).
+const JWT_SECRET: &str = "roster-bench-jwt-secret-0123456789abcdef";
+
 /// `roster-bench`'s scenarios.
 const SCENARIOS: [&str; 7] = [
     "steady",
@@ -34,10 +38,12 @@ const MAX_SOCKETS: &str = "19900";
 
 pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut redis = false;
+    let mut jwt = false;
     let mut forwarded = Vec::new();
     for arg in args {
         match arg.as_str() {
             "--redis" => redis = true,
+            "--jwt" => jwt = true,
             _ => forwarded.push(arg.clone()),
         }
     }
@@ -48,7 +54,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         .cloned()
     else {
         return Err(format!(
-            "usage: cargo xtask bench [--redis] [OPTIONS] <{}> [ARGS...]",
+            "usage: cargo xtask bench [--redis] [--jwt] [OPTIONS] <{}> [ARGS...]",
             SCENARIOS.join(" | ")
         ));
     };
@@ -99,22 +105,30 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     if let Some(redis) = &redis_server {
         server.env("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port));
     }
+    if jwt {
+        server.env("ROSTER_JWT_SECRET", JWT_SECRET);
+    }
     let mut server = Process::spawn(server, "roster")?;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     wait_ready(address, &mut server)?;
     println!(
-        "roster {} on {address} ({} store), pid {}",
+        "roster {} on {address} ({} store, {}), pid {}",
         env!("CARGO_PKG_VERSION"),
         if redis { "redis" } else { "embedded" },
+        if jwt { "JWT" } else { "open" },
         server.pid()
     );
-    let outcome = crate::run(
-        Command::new(release.join("roster-bench"))
-            .args(&forwarded)
-            .args(["--server", &address.to_string()])
-            .args(["--server-pid", &server.pid().to_string()])
-            .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN),
-    );
+    let mut bench = Command::new(release.join("roster-bench"));
+    bench
+        .args(&forwarded)
+        .args(["--server", &address.to_string()])
+        .args(["--server-pid", &server.pid().to_string()])
+        .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("ROSTER_JWT_SECRET");
+    if jwt {
+        bench.env("ROSTER_JWT_SECRET", JWT_SECRET);
+    }
+    let outcome = crate::run(&mut bench);
     drop(server);
     drop(redis_server);
     outcome
