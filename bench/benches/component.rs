@@ -10,7 +10,12 @@
 //!
 //! `plain` heartbeats only refresh; `patch` heartbeats change the state, so they also read
 //! the state, write it and publish an update. Batches of 1, 16 and 64 heartbeats per call
-//! show what coalescing saves. Run with `cargo bench -p roster-bench --bench component`.
+//! show what coalescing saves.
+//!
+//! `auth` measures what a token costs a connection: verifying it (`wire/auth.rs`, per
+//! algorithm family, with the test keys of `tests/fixtures/keys`) and the policy
+//! component's one decision for a join. Run with `cargo bench -p roster-bench --bench
+//! component`.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -385,5 +390,81 @@ fn heartbeat(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, heartbeat);
+/// A token's cost: its verification, and the policy call a join makes.
+#[expect(
+    clippy::expect_used,
+    reason = "benchmark set-up; a failure should stop it loudly"
+)]
+fn auth(c: &mut Criterion) {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use roster_host::protocol::auth::{Checks, Verifier};
+
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/keys");
+    let read = |name: &str| std::fs::read(keys.join(name)).expect("a test key");
+    let secret = b"roster-bench-jwt-secret-0123456789abcdef";
+    let claims = serde_json::json!({
+        "sub": "user-1",
+        "exp": Clock::System.now_ms() / 1000 + 3_600,
+        "permissions": ["private_channel_access"],
+        "rooms": ["room-*"],
+    });
+    let cases = [
+        (
+            "HS256",
+            Verifier::from_secret(secret, Checks::default()).expect("a secret"),
+            EncodingKey::from_secret(secret),
+        ),
+        (
+            "RS256",
+            Verifier::from_pem(&read("rsa.pub.pem"), Checks::default()).expect("an RSA key"),
+            EncodingKey::from_rsa_pem(&read("rsa.key.pem")).expect("an RSA key"),
+        ),
+        (
+            "ES256",
+            Verifier::from_pem(&read("ec.pub.pem"), Checks::default()).expect("an EC key"),
+            EncodingKey::from_ec_pem(&read("ec.key.pem")).expect("an EC key"),
+        ),
+        (
+            "EdDSA",
+            Verifier::from_pem(&read("ed25519.pub.pem"), Checks::default())
+                .expect("an Ed25519 key"),
+            EncodingKey::from_ed_pem(&read("ed25519.key.pem")).expect("an Ed25519 key"),
+        ),
+    ];
+    let mut group = c.benchmark_group("auth");
+    let mut principal = None;
+    for (name, verifier, key) in cases {
+        let alg = match name {
+            "HS256" => Algorithm::HS256,
+            "RS256" => Algorithm::RS256,
+            "ES256" => Algorithm::ES256,
+            _ => Algorithm::EdDSA,
+        };
+        let token = jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("signs");
+        group.bench_function(BenchmarkId::new("verify", name), |b| {
+            b.iter(|| verifier.verify(&token).expect("verifies"));
+        });
+        principal = Some(verifier.verify(&token).expect("verifies").principal);
+    }
+    let config = Config::default();
+    let component = component_side(&config);
+    let mut context = host_context(&config);
+    context.principal = principal.expect("a principal");
+    group.bench_function("policy decide (join)", |b| {
+        b.iter(|| {
+            component
+                .tokio
+                .block_on(component.runtime.decide(
+                    &context,
+                    host_types::Action::Join,
+                    "room-7",
+                ))
+                .expect("the call completes")
+                .expect("allowed")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, heartbeat, auth);
 criterion_main!(benches);
