@@ -122,7 +122,8 @@ pub struct Config {
     pub node_id: Option<String>,
 
     /// A directory of components to run instead of the embedded ones: `presence.wasm`,
-    /// `metadata.wasm`, `reaper.wasm`; missing files fall back to the embedded build.
+    /// `metadata.wasm`, `reaper.wasm`, `policy.wasm`; missing files fall back to the
+    /// embedded build.
     #[arg(long, env = "ROSTER_COMPONENTS_DIR")]
     pub components_dir: Option<PathBuf>,
 
@@ -300,8 +301,8 @@ pub struct Config {
     #[arg(long, env = "ROSTER_TICK_TOKEN", hide_env_values = true, value_parser = secret)]
     pub tick_token: Option<SecretString>,
 
-    /// Watch `ROSTER_COMPONENTS_DIR`: a changed `presence.wasm`, `metadata.wasm` or
-    /// `reaper.wasm` is swapped in.
+    /// Watch `ROSTER_COMPONENTS_DIR`: a changed `presence.wasm`, `metadata.wasm`,
+    /// `reaper.wasm` or `policy.wasm` is swapped in.
     #[arg(long, env = "ROSTER_WATCH_COMPONENTS", default_value_t = false)]
     pub watch_components: bool,
 

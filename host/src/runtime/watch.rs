@@ -1,5 +1,5 @@
-//! Watching a components directory: a changed `presence.wasm`, `metadata.wasm` or
-//! `reaper.wasm` is swapped in (`ROSTER_WATCH_COMPONENTS`).
+//! Watching a components directory: a changed `presence.wasm`, `metadata.wasm`,
+//! `reaper.wasm` or `policy.wasm` is swapped in (`ROSTER_WATCH_COMPONENTS`).
 //!
 //! The directory is polled every [`POLL`]: a file whose modification time or size changed
 //! is read, and swapped in when its content differs from the version serving. A file read
