@@ -511,16 +511,38 @@ impl RedisStore {
         if !self.is_healthy() {
             return Err(unavailable("Redis is not reachable"));
         }
-        let Some(mut conn) = self.conn.read().await.clone() else {
+        let Some(conn) = self.conn.read().await.clone() else {
             return Err(unavailable("no connection to Redis yet"));
         };
-        let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-        }
-        match tokio::time::timeout(self.timeout, conn.pipeline(&pipe)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(unavailable(error)),
+        // A cluster routes PUBLISH by its channel's slot, and a pipeline must stay on one
+        // slot: one pipeline per slot there (a message published on any node reaches
+        // every node's subscribers).
+        let groups: Vec<Vec<&(String, String)>> = match &conn {
+            Conn::Single(_) => vec![messages.iter().collect()],
+            Conn::Cluster(_) => {
+                let mut by_slot: HashMap<Slot, Vec<&(String, String)>> = HashMap::new();
+                for message in messages {
+                    by_slot
+                        .entry(Slot::for_key(message.0.as_bytes()))
+                        .or_default()
+                        .push(message);
+                }
+                by_slot.into_values().collect()
+            }
+        };
+        let sends = groups.iter().map(|group| {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in group {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            }
+            let mut conn = conn.clone();
+            async move { conn.pipeline(&pipe).await }
+        });
+        match tokio::time::timeout(self.timeout, futures_util::future::join_all(sends)).await {
+            Ok(results) => results
+                .into_iter()
+                .find_map(Result::err)
+                .map_or(Ok(()), |error| Err(unavailable(error))),
             Err(_) => Err(unavailable("PUBLISH timed out")),
         }
     }
