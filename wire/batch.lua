@@ -10,6 +10,7 @@
 --           | smembers k | scard k | zadd k n (score m)... | zrem k n m...
 --           | zrange k min max limit | zscore k m | zincrby k m delta
 --           | zremrange k min max | zcard k | hstrlen k f
+--           | zappend k counter keep n m... | zrangews k min max limit
 -- where k is an index into KEYS, `has` is "1" when a value follows the check ("0": the
 -- key or field must be absent; the value field is then empty), ttl "" means none, and
 -- min/max are integers or -inf/+inf. Z holds when the member's score is at most n; ZB
@@ -52,7 +53,7 @@ local known = {
   get = true, set = true, del = true, pexpire = true, hget = true, hmget = true, hgetall = true,
   hset = true, hdel = true, sadd = true, srem = true, smembers = true, scard = true,
   zadd = true, zrem = true, zrange = true, zscore = true, zincrby = true, zremrange = true,
-  zcard = true, hstrlen = true,
+  zcard = true, hstrlen = true, zappend = true, zrangews = true,
 }
 local ops = {}
 for i = 1, op_count do
@@ -73,7 +74,12 @@ for i = 1, op_count do
     local n = tonumber(take())
     o.items = {}
     for j = 1, 2 * n do o.items[j] = take() end
-  elseif k == "zrange" then o.min = take(); o.max = take(); o.limit = take()
+  elseif k == "zrange" or k == "zrangews" then o.min = take(); o.max = take(); o.limit = take()
+  elseif k == "zappend" then
+    o.counter = take(); o.keep = tonumber(take())
+    local n = tonumber(take())
+    o.items = {}
+    for j = 1, n do o.items[j] = take() end
   end
   ops[i] = o
 end
@@ -88,9 +94,11 @@ local needs = {
   get = "string", hget = "hash", hmget = "hash", hgetall = "hash", hset = "hash", hdel = "hash",
   sadd = "set", srem = "set", smembers = "set", scard = "set",
   zadd = "zset", zrem = "zset", zrange = "zset", zscore = "zset", zincrby = "zset",
-  zremrange = "zset", zcard = "zset", hstrlen = "hash",
+  zremrange = "zset", zcard = "zset", hstrlen = "hash", zappend = "zset", zrangews = "zset",
 }
-local creates = {set = "string", hset = "hash", sadd = "set", zadd = "zset", zincrby = "zset"}
+local creates = {
+  set = "string", hset = "hash", sadd = "set", zadd = "zset", zincrby = "zset", zappend = "zset",
+}
 local guard_needs = {V = "string", F = "hash", LE = "hash", GE = "hash", Z = "zset", ZB = "zset"}
 for _, g in ipairs(guards) do
   local want, have = guard_needs[g.kind], type_of(g.key)
@@ -194,6 +202,17 @@ for _, o in ipairs(ops) do
   elseif k == "zremrange" then push("I", redis.call("ZREMRANGEBYSCORE", o.key, o.min, o.max))
   elseif k == "zcard" then push("I", redis.call("ZCARD", o.key))
   elseif k == "hstrlen" then push("I", redis.call("HSTRLEN", o.key, o.field))
+  elseif k == "zappend" then
+    local n = tonumber(redis.call("ZINCRBY", o.key, 1, o.counter))
+    for j = 1, #o.items do redis.call("ZADD", o.key, n, o.items[j]) end
+    local keep = o.keep
+    if keep < 1 then keep = 1 end
+    redis.call("ZREMRANGEBYSCORE", o.key, "-inf", n - keep)
+    push("I", n)
+  elseif k == "zrangews" then
+    local flat = redis.call("ZRANGEBYSCORE", o.key, o.min, o.max, "WITHSCORES", "LIMIT", 0, o.limit)
+    push("P", #flat / 2)
+    for j = 1, #flat do push(flat[j]) end
   end
 end
 return out

@@ -55,7 +55,8 @@ pub fn op_key(op: &Op) -> &str {
         Op::Hset(o) => &o.key,
         Op::Sadd(o) | Op::Srem(o) | Op::Zrem(o) => &o.key,
         Op::Zadd(o) => &o.key,
-        Op::ZrangeByScore(o) => &o.key,
+        Op::ZrangeByScore(o) | Op::ZrangeWithScores(o) => &o.key,
+        Op::Zappend(o) => &o.key,
         Op::Zscore(o) => &o.key,
         Op::Zincrby(o) => &o.key,
         Op::ZremRangeByScore(o) => &o.key,
@@ -265,10 +266,16 @@ impl Encoded {
                         args.push(member.clone());
                     }
                 }
-                Op::ZrangeByScore(o) => {
+                Op::ZrangeByScore(o) | Op::ZrangeWithScores(o) => {
                     args.push(score_bound(o.min));
                     args.push(score_bound(o.max));
                     args.push(o.limit.to_string());
+                }
+                Op::Zappend(o) => {
+                    args.push(o.counter.clone());
+                    args.push(o.keep.to_string());
+                    args.push(o.members.len().to_string());
+                    args.extend(o.members.iter().cloned());
                 }
                 Op::Zscore(o) => args.push(o.member.clone()),
                 Op::Zincrby(o) => {
@@ -338,6 +345,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::ZremRangeByScore(_) => "zremrange",
         Op::Zcard(_) => "zcard",
         Op::Hstrlen(_) => "hstrlen",
+        Op::Zappend(_) => "zappend",
+        Op::ZrangeWithScores(_) => "zrangews",
     }
 }
 

@@ -25,6 +25,14 @@ pub const DEFAULT_MAX_METADATA_BYTES: u32 = 64 * 1024;
 pub const DEFAULT_LOCK_TTL_MS: u64 = 30_000;
 /// One hour: longer holds are better served by metadata than by a lock.
 pub const DEFAULT_MAX_LOCK_TTL_MS: u64 = 3_600_000;
+/// The protocol's message payload limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 64 * 1024;
+/// Messages a channel keeps for recovery: a reconnect after a short outage in a busy chat.
+pub const DEFAULT_MESSAGE_HISTORY: u32 = 100;
+/// Five minutes: longer outages resynchronise rather than replay.
+pub const DEFAULT_MESSAGE_HISTORY_TTL_MS: u64 = 300_000;
+/// Channels one socket may subscribe to.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
 /// A node that stops renewing is declared dead this long after its last renewal: far below
 /// the TTL, far above a scheduling hiccup (renewals come every third of it).
 pub const DEFAULT_NODE_LEASE_MS: u64 = 5_000;

@@ -1,6 +1,6 @@
-//! Pushed events: `presence:event` and `metadata:event` serialised once for every
-//! recipient, and the envelope that carries them between nodes over Redis Pub/Sub (key
-//! layout version 1, docs/redis-keys.md).
+//! Pushed events: `presence:event`, `metadata:event` and `message` serialised once for
+//! every recipient, and the envelope that carries them between nodes over Redis Pub/Sub
+//! (key layout version 1, docs/redis-keys.md).
 //!
 //! Compiled into the host (fan-out and the Redis feed) and into the Spin adapter (which
 //! publishes what the components announce to the same channels), against `crate::wit` as
@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ItemView, empty_object, raw_json};
+use super::{ItemView, MessageView, empty_object, raw_json};
 use crate::wit::events::Event;
 use crate::wit::types::{MetadataOperation, PresenceChange};
 
@@ -19,11 +19,13 @@ use crate::wit::types::{MetadataOperation, PresenceChange};
 pub const PRESENCE_EVENT: &str = "presence:event";
 /// The name of the event pushed after metadata writes.
 pub const METADATA_EVENT: &str = "metadata:event";
+/// The name of the event pushed for a published message.
+pub const MESSAGE_EVENT: &str = "message";
 
 /// An event ready for fan-out: serialised once, shared by every recipient.
 #[derive(Debug)]
 pub struct Published {
-    /// The room whose members get it.
+    /// The room whose members get it; for a message, its channel.
     pub room_id: String,
     /// The event name.
     pub name: &'static str,
@@ -31,6 +33,8 @@ pub struct Published {
     pub data: Box<RawValue>,
     /// The connection this event says left, so the bus can unbind its socket.
     pub leave_of: Option<String>,
+    /// A message's seq in its channel (none for room events): what orders delivery.
+    pub seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -83,6 +87,7 @@ impl Published {
                     name: PRESENCE_EVENT,
                     data,
                     leave_of,
+                    seq: None,
                 }
             }
             Event::Metadata(event) => {
@@ -104,8 +109,33 @@ impl Published {
                     name: METADATA_EVENT,
                     data,
                     leave_of: None,
+                    seq: None,
                 }
             }
+            Event::Message(message) => {
+                let (channel, seq) = (message.channel.clone(), message.seq);
+                Published {
+                    room_id: channel,
+                    name: MESSAGE_EVENT,
+                    data: to_raw(&MessageView::from(message)),
+                    leave_of: None,
+                    seq: Some(seq),
+                }
+            }
+        }
+    }
+
+    /// Whether this is a message (for a channel's subscribers) rather than a room event.
+    pub fn is_message(&self) -> bool {
+        self.seq.is_some()
+    }
+
+    /// The Pub/Sub channel it travels on between nodes.
+    pub fn topic(&self) -> String {
+        if self.is_message() {
+            message_channel(&self.room_id)
+        } else {
+            channel(&self.room_id)
         }
     }
 
@@ -124,6 +154,11 @@ pub fn channel(room_id: &str) -> String {
     format!("roster:v1:events:{room_id}")
 }
 
+/// The channel of a message channel's messages (layout version 1).
+pub fn message_channel(channel: &str) -> String {
+    format!("roster:v1:messages:{channel}")
+}
+
 /// What travels on a room's channel (layout version 1). Strings borrow from the message
 /// when they hold no escapes.
 #[derive(Serialize, Deserialize)]
@@ -136,12 +171,15 @@ pub struct Envelope<'a> {
     /// The room whose members get it.
     #[serde(borrow)]
     pub room: Cow<'a, str>,
-    /// `presence:event` or `metadata:event`.
+    /// `presence:event`, `metadata:event` or `message`.
     #[serde(borrow)]
     pub name: Cow<'a, str>,
     /// For a presence `leave`, the connection that left.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub leave: Option<Cow<'a, str>>,
+    /// For a `message`, its seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The event's payload, as clients receive it.
     #[serde(borrow)]
     pub data: &'a RawValue,
@@ -156,6 +194,7 @@ impl Published {
             room: Cow::Borrowed(&self.room_id),
             name: Cow::Borrowed(self.name),
             leave: self.leave_of.as_deref().map(Cow::Borrowed),
+            seq: self.seq,
             data: &self.data,
         })
         .ok()

@@ -207,6 +207,73 @@ pub struct RoomData {
     pub room_id: String,
 }
 
+/// `message:subscribe` data.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeData {
+    /// The channel.
+    pub channel: String,
+    /// The last seq the client saw: the ack then carries what came after.
+    #[serde(default)]
+    pub since: Option<u64>,
+}
+
+/// `message:unsubscribe` data.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsubscribeData {
+    /// The channel.
+    pub channel: String,
+}
+
+/// `message:publish` data.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishData {
+    /// The channel.
+    pub channel: String,
+    /// Any JSON value (`null` included); required.
+    pub payload: Box<RawValue>,
+    /// The idempotency key.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// `POST /v1/channels/{channel}/messages` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishBody {
+    /// Any JSON value (`null` included); required.
+    pub payload: Box<RawValue>,
+    /// The idempotency key.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// A message as clients get it (`message` pushes, history).
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    channel: String,
+    seq: u64,
+    id: String,
+    from: Option<String>,
+    payload: Box<RawValue>,
+    ts: u64,
+}
+
+impl From<types::MessageEvent> for MessageView {
+    fn from(message: types::MessageEvent) -> MessageView {
+        MessageView {
+            channel: message.channel,
+            seq: message.seq,
+            id: message.id,
+            from: message.sender,
+            payload: raw_json(message.payload),
+            ts: message.ts,
+        }
+    }
+}
+
 /// `metadata:get` data, and the channel part of the others.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -461,6 +528,26 @@ pub enum Ack {
         /// The new token's `exp`, in ms.
         expires_at: Option<u64>,
     },
+    /// `message:publish`: the message's place in its channel.
+    Published {
+        /// The channel.
+        channel: String,
+        /// Its seq.
+        seq: u64,
+        /// Its id.
+        id: String,
+    },
+    /// `message:subscribe` (without `history`: a socket's ack, which carries messages only
+    /// when asked `since`) and the HTTP history read (always with them).
+    Subscribed {
+        /// The channel.
+        channel: String,
+        /// Its latest seq.
+        seq: u64,
+        /// With `since`: whether nothing was missed, and what came after it (each message
+        /// as its JSON, as pushed).
+        history: Option<(bool, Vec<Box<RawValue>>)>,
+    },
     /// `lock:acquire`.
     Lock {
         /// The lock.
@@ -498,6 +585,28 @@ impl Ack {
         Ack::Channel {
             items: state.items.into_iter().map(ItemView::from).collect(),
             major_revision: state.major_revision,
+        }
+    }
+
+    /// The ack of a history read; `with_messages` says whether it carries them (a
+    /// subscription asked with `since`, or the HTTP read).
+    pub fn history(history: types::MessageHistory, with_messages: bool) -> Ack {
+        Ack::Subscribed {
+            channel: history.channel,
+            seq: history.seq,
+            history: with_messages.then(|| {
+                (
+                    history.recovered,
+                    history
+                        .messages
+                        .into_iter()
+                        .map(|message| {
+                            serde_json::value::to_raw_value(&MessageView::from(message))
+                                .unwrap_or_else(|_| empty_object())
+                        })
+                        .collect(),
+                )
+            }),
         }
     }
 
@@ -555,6 +664,23 @@ impl Serialize for Ack {
                 map.serialize_entry("majorRevision", major_revision)?;
             }
             Ack::Refreshed { expires_at } => map.serialize_entry("expiresAt", expires_at)?,
+            Ack::Published { channel, seq, id } => {
+                map.serialize_entry("channel", channel)?;
+                map.serialize_entry("seq", seq)?;
+                map.serialize_entry("id", id)?;
+            }
+            Ack::Subscribed {
+                channel,
+                seq,
+                history,
+            } => {
+                map.serialize_entry("channel", channel)?;
+                map.serialize_entry("seq", seq)?;
+                if let Some((recovered, messages)) = history {
+                    map.serialize_entry("recovered", recovered)?;
+                    map.serialize_entry("messages", messages)?;
+                }
+            }
             Ack::Lock {
                 lock_name,
                 owner,

@@ -22,12 +22,12 @@ use serde_json::value::RawValue;
 
 use super::{
     Ack, ApiError, ChannelData, HeartbeatBody, HeartbeatData, JoinBody, JoinData, LockBody,
-    LockData, Reply, RoomData, SnapshotData, WriteBody, WriteData, decode, decode_body,
-    lock_request,
+    LockData, PublishBody, PublishData, Reply, RoomData, SnapshotData, SubscribeData,
+    UnsubscribeData, WriteBody, WriteData, decode, decode_body, lock_request,
 };
 use crate::wit::types::{
     self, Action, Channel, ChannelState, ErrorCode, HeartbeatOk, Joined, Left, LockInfo,
-    MetadataOperation, Occupancy, SnapshotPage, TickReport,
+    MessageHistory, MetadataOperation, Occupancy, Published, SnapshotPage, TickReport,
 };
 
 /// Which operation.
@@ -59,6 +59,14 @@ pub enum OpId {
     ReaperTick,
     /// `auth:refresh`: a socket's new token (sockets only).
     AuthRefresh,
+    /// `message:subscribe` (sockets only).
+    MessageSubscribe,
+    /// `message:unsubscribe` (sockets only).
+    MessageUnsubscribe,
+    /// `message:publish`.
+    MessagePublish,
+    /// A channel's history (HTTP only; sockets read it with `message:subscribe`).
+    MessageHistory,
 }
 
 /// The component an operation calls.
@@ -125,7 +133,7 @@ const PRESENCE_INVALID: ErrorCode = ErrorCode::InvalidPayload;
 const METADATA_INVALID: ErrorCode = ErrorCode::MetadataInvalid;
 
 /// Every operation. Order matters only for the `Allow` header of a path several serve.
-pub const OPERATIONS: [Operation; 13] = [
+pub const OPERATIONS: [Operation; 17] = [
     Operation {
         id: OpId::Join,
         event: Some("presence:join"),
@@ -262,6 +270,46 @@ pub const OPERATIONS: [Operation; 13] = [
         slot: Slot::Host,
         export: "verify",
         action: None,
+        rate: RateClass::Request,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::MessageSubscribe,
+        event: Some("message:subscribe"),
+        http: None,
+        slot: Slot::Metadata,
+        export: "history",
+        action: Some(Action::Subscribe),
+        rate: RateClass::Request,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::MessageUnsubscribe,
+        event: Some("message:unsubscribe"),
+        http: None,
+        slot: Slot::Host,
+        export: "unsubscribe",
+        action: None,
+        rate: RateClass::Request,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::MessagePublish,
+        event: Some("message:publish"),
+        http: http("POST", "/v1/channels/{channel}/messages"),
+        slot: Slot::Metadata,
+        export: "publish",
+        action: Some(Action::Publish),
+        rate: RateClass::Request,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::MessageHistory,
+        event: None,
+        http: http("GET", "/v1/channels/{channel}/messages"),
+        slot: Slot::Metadata,
+        export: "history",
+        action: Some(Action::Subscribe),
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -479,6 +527,22 @@ pub enum Request {
         /// The token.
         token: String,
     },
+    /// `message:subscribe` (its session subscribes the socket).
+    MessageSubscribe {
+        /// The channel.
+        channel: String,
+        /// The last seq the client saw.
+        since: Option<u64>,
+    },
+    /// `message:unsubscribe`.
+    MessageUnsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// `message:publish`; `nonce` is filled in when it runs.
+    MessagePublish(types::PublishRequest),
+    /// A channel's history after `since`.
+    MessageHistory(types::HistoryRequest),
 }
 
 /// The metadata operation of a write.
@@ -539,6 +603,32 @@ impl Request {
             OpId::AuthRefresh => Request::AuthRefresh {
                 token: decode::<TokenData>(data, code)?.token,
             },
+            OpId::MessageSubscribe => {
+                let data: SubscribeData = decode(data, code)?;
+                Request::MessageSubscribe {
+                    channel: data.channel,
+                    since: data.since,
+                }
+            }
+            OpId::MessageUnsubscribe => Request::MessageUnsubscribe {
+                channel: decode::<UnsubscribeData>(data, code)?.channel,
+            },
+            OpId::MessagePublish => {
+                let data: PublishData = decode(data, code)?;
+                Request::MessagePublish(types::PublishRequest {
+                    channel: data.channel,
+                    payload: String::from(data.payload.get()),
+                    id: data.id,
+                    actor: None,
+                    nonce: 0,
+                })
+            }
+            OpId::MessageHistory => {
+                return Err(ApiError::new(
+                    code,
+                    "history is an HTTP route; sockets read it with message:subscribe and since",
+                ));
+            }
         };
         Ok((op, request))
     }
@@ -632,8 +722,39 @@ impl Request {
                 Request::LockRelease(lock_request(channel()?, param("lockName")?, None, actor))
             }
             OpId::ReaperTick => Request::ReaperTick,
-            OpId::AuthRefresh => {
-                return Err(ApiError::new(code, "auth:refresh is a socket event"));
+            OpId::AuthRefresh | OpId::MessageSubscribe | OpId::MessageUnsubscribe => {
+                return Err(ApiError::new(
+                    code,
+                    format!(
+                        "{} is a socket event",
+                        routed.op.event.unwrap_or("this operation")
+                    ),
+                ));
+            }
+            OpId::MessagePublish => {
+                let body: PublishBody = decode_body(body, max_body, code)?;
+                Request::MessagePublish(types::PublishRequest {
+                    channel: param("channel")?,
+                    payload: String::from(body.payload.get()),
+                    id: body.id,
+                    actor: None,
+                    nonce: 0,
+                })
+            }
+            OpId::MessageHistory => {
+                let since = match query_value(query, "since", code)? {
+                    None => None,
+                    Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                        ApiError::new(
+                            code,
+                            format!("the query is not valid: since {text:?} is not a seq"),
+                        )
+                    })?),
+                };
+                Request::MessageHistory(types::HistoryRequest {
+                    channel: param("channel")?,
+                    since,
+                })
             }
         })
     }
@@ -654,6 +775,10 @@ impl Request {
             Request::LockRelease(_) => OpId::LockRelease,
             Request::ReaperTick => OpId::ReaperTick,
             Request::AuthRefresh { .. } => OpId::AuthRefresh,
+            Request::MessageSubscribe { .. } => OpId::MessageSubscribe,
+            Request::MessageUnsubscribe { .. } => OpId::MessageUnsubscribe,
+            Request::MessagePublish(_) => OpId::MessagePublish,
+            Request::MessageHistory(_) => OpId::MessageHistory,
         }
     }
 
@@ -668,10 +793,14 @@ impl Request {
             Request::LockAcquire(request) | Request::LockRelease(request) => {
                 Some(&request.channel.channel_name)
             }
+            Request::MessageSubscribe { channel, .. } => Some(channel),
+            Request::MessagePublish(request) => Some(&request.channel),
+            Request::MessageHistory(request) => Some(&request.channel),
             Request::Heartbeat(_)
             | Request::Leave { .. }
             | Request::ReaperTick
-            | Request::AuthRefresh { .. } => None,
+            | Request::AuthRefresh { .. }
+            | Request::MessageUnsubscribe { .. } => None,
         }
     }
 
@@ -683,6 +812,7 @@ impl Request {
             Request::LockAcquire(request) | Request::LockRelease(request) => {
                 request.actor = actor;
             }
+            Request::MessagePublish(request) => request.actor = actor,
             _ => {}
         }
     }
@@ -724,6 +854,10 @@ pub trait Components {
     async fn release_lock(&self, request: types::LockRequest) -> Result<(), ApiError>;
     /// `reaper.tick`.
     async fn tick(&self) -> Result<TickReport, ApiError>;
+    /// `messages.publish`.
+    async fn publish(&self, request: types::PublishRequest) -> Result<Published, ApiError>;
+    /// `messages.history`.
+    async fn history(&self, request: types::HistoryRequest) -> Result<MessageHistory, ApiError>;
 }
 
 /// The component's join request for `data`, with a fresh nonce.
@@ -792,6 +926,21 @@ pub async fn execute(request: Request, components: &impl Components) -> Reply {
             ErrorCode::InvalidPayload,
             "auth:refresh renews a socket's token; this transport has none",
         )),
+        Request::MessageSubscribe { .. } | Request::MessageUnsubscribe { .. } => Err(
+            ApiError::new(ErrorCode::InvalidPayload, "subscriptions belong to sockets"),
+        ),
+        Request::MessagePublish(mut request) => {
+            request.nonce = components.nonce()?;
+            let published = components.publish(request).await?;
+            Ok(Ack::Published {
+                channel: published.channel,
+                seq: published.seq,
+                id: published.id,
+            })
+        }
+        Request::MessageHistory(request) => {
+            Ok(Ack::history(components.history(request).await?, true))
+        }
     }
 }
 
@@ -823,6 +972,10 @@ mod tests {
             OpId::LockRelease,
             OpId::ReaperTick,
             OpId::AuthRefresh,
+            OpId::MessageSubscribe,
+            OpId::MessageUnsubscribe,
+            OpId::MessagePublish,
+            OpId::MessageHistory,
         ] {
             assert_eq!(
                 OPERATIONS.iter().filter(|op| op.id == id).count(),

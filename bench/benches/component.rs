@@ -186,6 +186,18 @@ fn op_to_host(op: &guest::Op) -> host::Op {
             key: o.key.clone(),
             field: o.field.clone(),
         }),
+        G::Zappend(o) => H::Zappend(host::ZappendOp {
+            key: o.key.clone(),
+            counter: o.counter.clone(),
+            members: o.members.clone(),
+            keep: o.keep,
+        }),
+        G::ZrangeWithScores(o) => H::ZrangeWithScores(host::ZrangeOp {
+            key: o.key.clone(),
+            min: o.min,
+            max: o.max,
+            limit: o.limit,
+        }),
     }
 }
 
@@ -235,6 +247,9 @@ fn guest_context(config: &Config) -> guest_types::CallContext {
             node_lease_ms: s.node_lease_ms,
             max_snapshot_members: s.max_snapshot_members,
             max_snapshot_bytes: s.max_snapshot_bytes,
+            max_message_bytes: s.max_message_bytes,
+            message_history: s.message_history,
+            message_history_ttl_ms: s.message_history_ttl_ms,
         },
         principal: guest_types::Principal {
             user_id: None,
@@ -454,11 +469,11 @@ fn auth(c: &mut Criterion) {
         b.iter(|| {
             component
                 .tokio
-                .block_on(component.runtime.decide(
-                    &context,
-                    host_types::Action::Join,
-                    "room-7",
-                ))
+                .block_on(
+                    component
+                        .runtime
+                        .decide(&context, host_types::Action::Join, "room-7"),
+                )
                 .expect("the call completes")
                 .expect("allowed")
         });

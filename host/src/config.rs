@@ -149,6 +149,22 @@ pub struct Config {
     #[arg(long, env = "ROSTER_MAX_SNAPSHOT_BYTES", default_value_t = DEFAULT_MAX_SNAPSHOT_BYTES)]
     pub max_snapshot_bytes: u32,
 
+    /// Largest message payload (JSON), in bytes.
+    #[arg(long, env = "ROSTER_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: u32,
+
+    /// Messages a channel's history keeps for recovery (at least 1).
+    #[arg(long, env = "ROSTER_MESSAGE_HISTORY", default_value_t = DEFAULT_MESSAGE_HISTORY)]
+    pub message_history: u32,
+
+    /// How long a message stays in history (ms).
+    #[arg(long, env = "ROSTER_MESSAGE_HISTORY_TTL_MS", default_value_t = DEFAULT_MESSAGE_HISTORY_TTL_MS)]
+    pub message_history_ttl_ms: u64,
+
+    /// Channels one socket may subscribe to; more is `FORBIDDEN`.
+    #[arg(long, env = "ROSTER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+
     /// Most metadata items per channel.
     #[arg(long, env = "ROSTER_MAX_METADATA_ITEMS", default_value_t = DEFAULT_MAX_METADATA_ITEMS)]
     pub max_metadata_items: u32,
@@ -415,6 +431,10 @@ impl Default for Config {
             max_room_members: DEFAULT_MAX_ROOM_MEMBERS,
             max_snapshot_members: DEFAULT_MAX_SNAPSHOT_MEMBERS,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_history: DEFAULT_MESSAGE_HISTORY,
+            message_history_ttl_ms: DEFAULT_MESSAGE_HISTORY_TTL_MS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             max_metadata_items: DEFAULT_MAX_METADATA_ITEMS,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             lock_ttl_ms: DEFAULT_LOCK_TTL_MS,
@@ -480,6 +500,9 @@ impl Config {
             node_lease_ms: self.node_lease_ms,
             max_snapshot_members: self.max_snapshot_members,
             max_snapshot_bytes: self.max_snapshot_bytes,
+            max_message_bytes: self.max_message_bytes,
+            message_history: self.message_history.max(1),
+            message_history_ttl_ms: self.message_history_ttl_ms,
         }
     }
 
@@ -578,11 +601,12 @@ impl Config {
     /// The most linear memory one metadata call can need: a channel's items at their limit.
     pub fn metadata_memory_need(&self) -> usize {
         let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
-        COMPONENT_BASE_BYTES.saturating_add(
-            size(self.max_metadata_bytes)
-                .saturating_add(size(self.max_metadata_items).saturating_mul(SNAPSHOT_ENTRY_BYTES))
-                .saturating_mul(COPIES),
-        )
+        let metadata = size(self.max_metadata_bytes)
+            .saturating_add(size(self.max_metadata_items).saturating_mul(SNAPSHOT_ENTRY_BYTES));
+        // A history read holds a channel's whole history.
+        let history = size(self.message_history.max(1))
+            .saturating_mul(size(self.max_message_bytes).saturating_add(SNAPSHOT_ENTRY_BYTES));
+        COMPONENT_BASE_BYTES.saturating_add(metadata.max(history).saturating_mul(COPIES))
     }
 
     /// Frames above this close the socket instead of getting an error ack.

@@ -24,8 +24,9 @@ use crate::protocol::auth::{self, Verified, Verifier};
 use crate::protocol::ops::Components;
 use crate::runtime::bindings::types::{
     Action, CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, Principal,
-    Settings, SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
+    HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory,
+    MetadataOperation, Occupancy, Principal, PublishRequest, Published, Settings, SnapshotPage,
+    SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -501,6 +502,14 @@ impl Components for Caller<'_> {
     async fn tick(&self) -> Result<TickReport, ApiError> {
         self.hub.reap().await
     }
+
+    async fn publish(&self, request: PublishRequest) -> Result<Published, ApiError> {
+        flatten(self.hub.runtime.publish(&self.context(), &request).await)
+    }
+
+    async fn history(&self, request: HistoryRequest) -> Result<MessageHistory, ApiError> {
+        flatten(self.hub.runtime.history(&self.context(), &request).await)
+    }
 }
 
 impl Hub {
@@ -542,6 +551,49 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
             );
         }
         hub.deferred_leaves.lock().extend(retry);
+    }
+}
+
+/// How long a channel's next message may be missing (while later ones wait) before its
+/// history is read: far above the spread of Pub/Sub deliveries, far below what a user
+/// notices.
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Fills lasting gaps in message channels from their history, until the hub shuts down
+/// (see `bus`): a message another node published whose Pub/Sub copy was lost, or that is
+/// slow to arrive, still reaches this node's subscribers, in order.
+pub async fn fill_message_gaps(hub: Arc<Hub>) {
+    let mut interval = tokio::time::interval(GAP_WAIT / 2);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        for (channel, after) in hub.bus.gaps(GAP_WAIT) {
+            let request = HistoryRequest {
+                channel: channel.clone(),
+                since: Some(after),
+            };
+            match hub.as_host().history(request).await {
+                Ok(history) => {
+                    let latest = history.seq;
+                    let messages = history
+                        .messages
+                        .into_iter()
+                        .map(|message| {
+                            Arc::new(crate::protocol::Published::from_event(
+                                crate::runtime::bindings::events::Event::Message(message),
+                            ))
+                        })
+                        .collect();
+                    hub.bus.fill(&channel, messages, latest);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, channel, "cannot read a channel's history to fill a gap yet");
+                }
+            }
+        }
     }
 }
 

@@ -206,6 +206,7 @@ impl Node {
         background.spawn(reaper::renew_leases(Arc::clone(&hub)));
         background.spawn(hub::retry_deferred_leaves(Arc::clone(&hub)));
         background.spawn(hub::run_heartbeat_batcher(Arc::clone(&hub)));
+        background.spawn(hub::fill_message_gaps(Arc::clone(&hub)));
         if let (true, Some(dir)) = (
             hub.config().watch_components,
             hub.config().components_dir.clone(),

@@ -8,10 +8,15 @@
 //! - A socket heartbeats only the connection it holds.
 //! - Metadata and lock requests act as the socket's user: its token's `sub`, or in open
 //!   mode the user it joined as.
-//! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]).
+//! - A socket subscribes to at most `max_subscriptions` message channels; its ack carries
+//!   the channel's seq (and, asked `since`, what came after it), and every later message
+//!   is pushed in seq order (see `bus` for how nothing around the ack is lost).
+//! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]),
+//!   and its subscriptions end.
 //! - A socket's token lasts until its `exp` (plus the leeway) unless `auth:refresh` brings a
 //!   new one for the same user; then the socket leaves and is closed ([`Session::expiry`]).
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +29,7 @@ use crate::hub::{Caller, Hub};
 use crate::protocol::auth::Verified;
 use crate::protocol::ops::{self, Components, Request};
 use crate::protocol::{Ack, ApiError, JoinData, Reply};
-use crate::runtime::bindings::types::{Action, ErrorCode, HeartbeatRequest};
+use crate::runtime::bindings::types::{Action, ErrorCode, HeartbeatRequest, HistoryRequest};
 
 /// One socket's session.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ pub struct Session {
     limiter: Option<DefaultDirectRateLimiter>,
     /// Who the socket is, and until when.
     identity: Verified,
+    /// The message channels it subscribes to.
+    channels: HashSet<String>,
 }
 
 impl Session {
@@ -50,6 +57,7 @@ impl Session {
             peer,
             limiter,
             identity,
+            channels: HashSet::new(),
         }
     }
 
@@ -113,6 +121,13 @@ impl Session {
             Request::Heartbeat(request) => self.heartbeat(request).await,
             Request::Leave { .. } => self.leave().await,
             Request::AuthRefresh { token } => self.refresh(&token),
+            Request::MessageSubscribe { channel, since } => self.subscribe(channel, since).await,
+            Request::MessageUnsubscribe { channel } => {
+                if self.channels.remove(&channel) {
+                    self.hub.bus.unsubscribe_channel(&channel, self.peer.id);
+                }
+                Ok(Ack::Done)
+            }
             _ => {
                 request.act_as(self.actor());
                 ops::execute(request, &self.caller()).await
@@ -181,6 +196,65 @@ impl Session {
                 Err(error)
             }
         }
+    }
+
+    /// `message:subscribe`: the socket's subscription is registered (pending) before the
+    /// channel's seq is read, so a message published meanwhile is either in the history
+    /// read or kept for the ack; from the ack's seq on, messages are pushed.
+    async fn subscribe(&mut self, channel: String, since: Option<u64>) -> Reply {
+        let caller = self.caller();
+        caller.authorize(Action::Subscribe, &channel).await?;
+        let already = self.channels.contains(&channel);
+        let limit = self.hub.config().max_subscriptions;
+        if !already && self.channels.len() >= limit {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("a socket subscribes to at most {limit} channels; unsubscribe first"),
+            ));
+        }
+        if !already {
+            self.hub
+                .bus
+                .subscribe_channel(&channel, &self.peer)
+                .await
+                .map_err(|why| {
+                    ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot follow channel {channel:?}: {why}"),
+                    )
+                })?;
+        }
+        let request = HistoryRequest {
+            channel: channel.clone(),
+            since,
+        };
+        let history = match caller.history(request).await {
+            Ok(history) => history,
+            Err(error) => {
+                if !already {
+                    self.hub.bus.unsubscribe_channel(&channel, self.peer.id);
+                }
+                return Err(error);
+            }
+        };
+        if already {
+            return Ok(Ack::history(history, since.is_some()));
+        }
+        let (seq, early) = self.hub.bus.activate(&channel, self.peer.id, history.seq);
+        self.channels.insert(channel);
+        let mut ack = Ack::history(history, since.is_some());
+        if let Ack::Subscribed {
+            seq: acked,
+            history,
+            ..
+        } = &mut ack
+        {
+            *acked = seq;
+            if let Some((_, messages)) = history {
+                messages.extend(early.iter().map(|message| message.data.clone()));
+            }
+        }
+        Ok(ack)
     }
 
     async fn heartbeat(&mut self, request: HeartbeatRequest) -> Reply {
@@ -260,6 +334,9 @@ impl Session {
     /// The socket went away (or is being closed, its token expired): leave as if it had
     /// said so.
     pub async fn close(&mut self) {
+        for channel in self.channels.drain() {
+            self.hub.bus.unsubscribe_channel(&channel, self.peer.id);
+        }
         let conn_id = self.peer.binding().map(|binding| binding.conn_id);
         // Boxed for the reason `handle` is.
         match Box::pin(self.leave_current()).await {

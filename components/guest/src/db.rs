@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use crate::bindings::roster::hub::store::{
     Batch, BatchOutcome, BoundGuard, ExpireOp, FieldGuard, FieldOp, FieldsOp, Guard, HsetOp,
     MemberOp, MembersOp, Op, Reply, ScoreGuard, SetOp, SizeGuard, StoreError, ValueGuard, ZaddOp,
-    ZincrOp, ZrangeOp, ZremRangeOp,
+    ZappendOp, ZincrOp, ZrangeOp, ZremRangeOp,
 };
 use crate::fail;
 use crate::types::{ErrorCode, Failure};
@@ -246,6 +246,17 @@ impl ReplyKind for Option<i64> {
     }
 }
 
+/// A pairs reply (HGETALL, ZRANGEBYSCORE WITHSCORES).
+impl ReplyKind for Vec<(String, String)> {
+    const NAME: &'static str = "pairs";
+    fn from_reply(reply: Reply) -> Result<Self, Failure> {
+        match reply {
+            Reply::Pairs(pairs) => Ok(pairs),
+            other => Err(shape(Self::NAME, &other)),
+        }
+    }
+}
+
 /// An integer reply (SCARD, ZCARD, HSTRLEN).
 impl ReplyKind for i64 {
     const NAME: &'static str = "an int";
@@ -380,6 +391,32 @@ pub fn zrange_by_score(key: &str, min: i64, max: i64, limit: u32) -> Read<Vec<St
         min,
         max,
         limit,
+    }))
+}
+
+/// Read: ZRANGEBYSCORE WITHSCORES with a limit: (member, score) pairs.
+pub fn zrange_with_scores(
+    key: &str,
+    min: i64,
+    max: i64,
+    limit: u32,
+) -> Read<Vec<(String, String)>> {
+    Read::new(Op::ZrangeWithScores(ZrangeOp {
+        key: key.to_owned(),
+        min,
+        max,
+        limit,
+    }))
+}
+
+/// Op with a reply: appends `members` to the log `key` at the counter's next value, keeping
+/// the last `keep` values (see `zappend-op`); the reply is that value.
+pub fn zappend(key: &str, counter: &str, members: Vec<String>, keep: u32) -> Read<i64> {
+    Read::new(Op::Zappend(ZappendOp {
+        key: key.to_owned(),
+        counter: counter.to_owned(),
+        members,
+        keep,
     }))
 }
 

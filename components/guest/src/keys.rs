@@ -19,11 +19,12 @@
 //! | `roster:v1:{T}:epochs:<digest>` | sorted set | the room's users scored by the epoch of their last join |
 //! | `roster:v1:{T}:meta:<type>:<name>` | hash | `major`, `items` (JSON), `type`, `name` |
 //! | `roster:v1:{T}:lock:<type>:<name>:<lock>` | string | the holder's user id, with a TTL |
+//! | `roster:v1:{T}:log:<channel>` | sorted set | a message channel: `#seq` scored by the latest seq, and per message its JSON and `id:<id>`, both scored by its seq |
 //! | `roster:v1:{leases}:nodes` | sorted set | node ids scored by when their lease expires (ms) |
 //! | `roster:v1:{leases}:tick` | string | the node that last started a paced reaper tick, PX the pace |
 //!
 //! Channel metadata and locks take the bucket of the channel name (the room their events go
-//! to). In key segments made of client-chosen names, `%`, `:`, `{`, `}` and control
+//! to); a message channel takes the bucket of its name. In key segments made of client-chosen names, `%`, `:`, `{`, `}` and control
 //! characters are percent-encoded, so segments never run into each other.
 
 use crate::types::Channel;
@@ -114,6 +115,15 @@ pub fn leases_key() -> String {
 /// The mark a paced reaper tick sets (`tick-options.at-most-every-ms`), in the leases' slot.
 pub fn tick_key() -> String {
     format!("{PREFIX}:{{leases}}:tick")
+}
+
+/// The sorted set holding a message channel's sequence, history and idempotency ids.
+pub fn log_key(channel: &str) -> String {
+    format!(
+        "{}:log:{}",
+        tagged(bucket(digest(channel))),
+        escape(channel)
+    )
 }
 
 /// The hash holding a channel's metadata.

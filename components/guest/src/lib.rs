@@ -32,6 +32,7 @@ pub mod db;
 pub mod fail;
 pub mod host;
 pub mod keys;
+pub mod messages;
 pub mod metadata;
 pub mod policy;
 pub mod presence;

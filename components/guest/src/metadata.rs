@@ -732,6 +732,9 @@ mod tests {
             max_lock_ttl_ms: 1,
             node_lease_ms: 1,
             max_snapshot_members: 1,
+            max_message_bytes: 1024,
+            message_history: 10,
+            message_history_ttl_ms: 60_000,
             max_snapshot_bytes: 1,
         };
         assert!(check_limits(&[item("a", "1234", 1), item("b", "1234", 1)], &settings).is_ok());

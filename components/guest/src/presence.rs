@@ -1149,6 +1149,9 @@ mod tests {
             max_lock_ttl_ms: 60_000,
             node_lease_ms: 5_000,
             max_snapshot_members: 100,
+            max_message_bytes: 1024,
+            message_history: 10,
+            message_history_ttl_ms: 60_000,
             max_snapshot_bytes: 4096,
         }
     }

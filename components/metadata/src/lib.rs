@@ -1,4 +1,5 @@
-//! Roster's metadata component: exports `roster:hub/metadata`, calling the rules in
+//! Roster's metadata component: channels' state. Exports `roster:hub/metadata` (items and
+//! locks) and `roster:hub/messages` (publish and history), calling the rules in
 //! `roster-guest`.
 
 mod bindings {
@@ -17,12 +18,13 @@ mod bindings {
     export!(Component with_types_in self);
 }
 
+use bindings::exports::roster::hub::messages::Guest as Messages;
 use bindings::exports::roster::hub::metadata::Guest;
-use roster_guest::metadata;
 use roster_guest::types::{
-    CallContext, Channel, ChannelState, Failure, LockInfo, LockRequest, MetadataOperation,
-    WriteRequest,
+    CallContext, Channel, ChannelState, Failure, HistoryRequest, LockInfo, LockRequest,
+    MessageHistory, MetadataOperation, PublishRequest, Published, WriteRequest,
 };
+use roster_guest::{messages, metadata};
 
 struct Component;
 
@@ -49,5 +51,15 @@ impl Guest for Component {
 
     fn release_lock(ctx: CallContext, request: LockRequest) -> Result<(), Failure> {
         metadata::release_lock(&ctx, &request)
+    }
+}
+
+impl Messages for Component {
+    fn publish(ctx: CallContext, request: PublishRequest) -> Result<Published, Failure> {
+        messages::publish(&ctx, request)
+    }
+
+    fn history(ctx: CallContext, request: HistoryRequest) -> Result<MessageHistory, Failure> {
+        messages::history(&ctx, &request)
     }
 }

@@ -12,32 +12,140 @@
 //!
 //! With several nodes, a [`RoomFeed`] brings the other nodes' events: the bus watches a
 //! room on the feed while it has local subscribers ([`redis`] relays over Redis Pub/Sub).
+//!
+//! Message channels (DESIGN.md §8) have subscribers of their own, and an order: each
+//! channel's [`Feed`] delivers its messages in `seq` order, whichever way they arrive
+//! (local publishes racing each other, other nodes' through Pub/Sub). A message ahead of
+//! the next expected seq waits; a gap that lasts is filled from the channel's history
+//! ([`Bus::gaps`], [`Bus::fill`], driven by the hub). A socket's subscription is *pending*
+//! from the moment it subscribes until its ack knows the channel's seq: what arrives
+//! meanwhile is kept for it, so nothing published around the subscription is lost.
 
 pub mod redis;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::Published;
+use crate::protocol::{Published, channel as room_topic, message_channel};
 use crate::runtime::bindings::events::Event;
 
-/// Other nodes' events for the rooms this node watches.
+/// Other nodes' events for the rooms and message channels this node watches, by the
+/// Pub/Sub channel (*topic*) they travel on ([`room_topic`], [`message_channel`]).
 pub trait RoomFeed: Send + Sync + 'static {
-    /// Starts receiving `room_id`'s events from other nodes; resolves once they flow (at
-    /// once if they already do). Safe to call for a room already watched.
+    /// Starts receiving `topic`'s events from other nodes; resolves once they flow (at
+    /// once if they already do). Safe to call for a topic already watched.
     fn watch<'a>(
         &'a self,
-        room_id: &'a str,
+        topic: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
-    /// Stops receiving `room_id`'s events (the last local subscriber left).
-    fn unwatch(&self, room_id: &str);
+    /// Stops receiving `topic`'s events (the last local subscriber left).
+    fn unwatch(&self, topic: &str);
+}
+
+/// Messages kept for one pending subscription (or waiting ahead of a gap in one channel)
+/// at most; past it the subscriber is a slow reader (the waiting messages are dropped, and
+/// history fills the gap).
+const MAX_EARLY: usize = 1024;
+
+/// One local subscription to a message channel.
+#[derive(Debug)]
+struct Sub {
+    peer: Arc<Peer>,
+    /// Until its ack: what arrived for it. Then: the last seq its ack covered.
+    state: SubState,
+}
+
+#[derive(Debug)]
+enum SubState {
+    Pending(Vec<Arc<Published>>),
+    Live { after: u64 },
+}
+
+/// A message channel's local subscribers and the order its messages reach them in.
+#[derive(Debug, Default)]
+struct Feed {
+    /// The next seq to deliver; none until a subscriber's ack learned the channel's seq.
+    next: Option<u64>,
+    /// Messages that arrived ahead of `next`, by seq.
+    waiting: BTreeMap<u64, Arc<Published>>,
+    /// Since when a message has been waiting for a missing one.
+    gap_since: Option<Instant>,
+    subs: HashMap<u64, Sub>,
+}
+
+impl Feed {
+    /// Hands `message` to every subscriber (in the order this is called: seq order).
+    fn fan_out(&mut self, message: &Arc<Published>, seq: u64, stats: &BusStats) {
+        for sub in self.subs.values_mut() {
+            match &mut sub.state {
+                SubState::Pending(early) => {
+                    if early.len() < MAX_EARLY {
+                        early.push(Arc::clone(message));
+                    } else {
+                        sub.peer.close(CloseReason::SlowReader);
+                    }
+                }
+                SubState::Live { after } if seq > *after => match sub.peer.push(message) {
+                    Pushed::Queued => {
+                        stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Pushed::Overflowed => {
+                        stats.slow_readers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Pushed::Dropped => {}
+                },
+                SubState::Live { .. } => {}
+            }
+        }
+    }
+
+    /// Delivers what waits from `next` on, in order.
+    fn drain(&mut self, stats: &BusStats) {
+        let Some(start) = self.next else { return };
+        let mut next = start;
+        // Anything below `next` was delivered (or predates every subscription).
+        while let Some(entry) = self.waiting.first_entry() {
+            let seq = *entry.key();
+            if seq > next {
+                break;
+            }
+            let message = entry.remove();
+            if seq == next {
+                self.fan_out(&message, seq, stats);
+                next += 1;
+            }
+        }
+        self.next = Some(next);
+        // A gap's clock starts when `next` stops moving with messages waiting behind it.
+        self.gap_since = match (self.waiting.is_empty(), next == start) {
+            (true, _) => None,
+            (false, true) => self.gap_since.or_else(|| Some(Instant::now())),
+            (false, false) => Some(Instant::now()),
+        };
+    }
+
+    /// Takes a message in, in whatever order it arrives.
+    fn accept(&mut self, message: Arc<Published>, seq: u64, stats: &BusStats) {
+        if self.next.is_some_and(|next| seq < next) {
+            return; // delivered already
+        }
+        if self.waiting.len() >= MAX_EARLY {
+            // Too far behind: give up what waits; history fills the gap.
+            if let Some(entry) = self.waiting.last_entry() {
+                entry.remove();
+            }
+        }
+        self.waiting.insert(seq, message);
+        self.drain(stats);
+    }
 }
 
 /// Where the `events` import delivers.
@@ -203,6 +311,10 @@ pub struct BusStats {
     pub delivered: AtomicU64,
     /// Sockets closed as slow readers.
     pub slow_readers: AtomicU64,
+    /// Gaps in a channel's seq filled from its history.
+    pub gaps_filled: AtomicU64,
+    /// Messages no subscriber here got: gone from history before a gap was filled.
+    pub messages_lost: AtomicU64,
 }
 
 /// The in-process bus.
@@ -213,6 +325,8 @@ pub struct Bus {
     rooms: RwLock<HashMap<String, HashMap<u64, Arc<Peer>>>>,
     /// Connection id -> the local peer bound to it.
     conns: Mutex<HashMap<String, Arc<Peer>>>,
+    /// Message channel -> its local subscribers and delivery order.
+    channels: Mutex<HashMap<String, Feed>>,
     /// Counters.
     pub stats: BusStats,
     /// Other nodes' events, when there are other nodes. Set once at start-up.
@@ -248,7 +362,7 @@ impl Bus {
             .insert(peer.id, Arc::clone(peer));
         match self.feed.get() {
             Some(feed) => {
-                let watched = feed.watch(room_id).await;
+                let watched = feed.watch(&room_topic(room_id)).await;
                 if watched.is_err() {
                     self.unsubscribe(room_id, peer.id);
                 }
@@ -275,7 +389,146 @@ impl Bus {
             }
         };
         if emptied && let Some(feed) = self.feed.get() {
-            feed.unwatch(room_id);
+            feed.unwatch(&room_topic(room_id));
+        }
+    }
+
+    /// Subscribes `peer` to the message channel `channel`, pending until
+    /// [`Bus::activate`]: what is delivered meanwhile is kept for it. With other nodes,
+    /// waits until their messages for the channel flow.
+    pub async fn subscribe_channel(&self, channel: &str, peer: &Arc<Peer>) -> Result<(), String> {
+        self.channels
+            .lock()
+            .entry(channel.to_owned())
+            .or_default()
+            .subs
+            .insert(
+                peer.id,
+                Sub {
+                    peer: Arc::clone(peer),
+                    state: SubState::Pending(Vec::new()),
+                },
+            );
+        match self.feed.get() {
+            Some(feed) => {
+                let watched = feed.watch(&message_channel(channel)).await;
+                if watched.is_err() {
+                    self.unsubscribe_channel(channel, peer.id);
+                }
+                watched
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `peer`'s subscription live once its ack knows the channel's seq (`seq`): it
+    /// gets every message after the returned seq (at least `seq`) pushed, in order; the
+    /// returned messages (after `seq`, in order) are those that arrived while it was
+    /// pending, for its ack.
+    pub fn activate(&self, channel: &str, peer_id: u64, seq: u64) -> (u64, Vec<Arc<Published>>) {
+        let mut channels = self.channels.lock();
+        let Some(feed) = channels.get_mut(channel) else {
+            return (seq, Vec::new());
+        };
+        if feed.next.is_none() {
+            feed.next = Some(seq.saturating_add(1));
+            feed.drain(&self.stats);
+        }
+        let Some(sub) = feed.subs.get_mut(&peer_id) else {
+            return (seq, Vec::new());
+        };
+        let early = match std::mem::replace(&mut sub.state, SubState::Live { after: seq }) {
+            SubState::Pending(early) => early,
+            SubState::Live { after } => {
+                sub.state = SubState::Live { after };
+                return (after, Vec::new());
+            }
+        };
+        let mut after = seq;
+        let mut kept = Vec::new();
+        for message in early {
+            if let Some(s) = message.seq.filter(|s| *s > after) {
+                after = s;
+                kept.push(message);
+            }
+        }
+        sub.state = SubState::Live { after };
+        (after, kept)
+    }
+
+    /// Unsubscribes a peer from a message channel.
+    pub fn unsubscribe_channel(&self, channel: &str, peer_id: u64) {
+        let emptied = {
+            let mut channels = self.channels.lock();
+            match channels.get_mut(channel) {
+                Some(feed) => {
+                    feed.subs.remove(&peer_id);
+                    let emptied = feed.subs.is_empty();
+                    if emptied {
+                        channels.remove(channel);
+                    }
+                    emptied
+                }
+                None => false,
+            }
+        };
+        if emptied && let Some(feed) = self.feed.get() {
+            feed.unwatch(&message_channel(channel));
+        }
+    }
+
+    /// Message channels with a local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.channels.lock().len()
+    }
+
+    /// Channels whose next message has been missing for `at_least`, with the seq after
+    /// which their history is needed.
+    pub fn gaps(&self, at_least: Duration) -> Vec<(String, u64)> {
+        self.channels
+            .lock()
+            .iter()
+            .filter(|(_, feed)| {
+                feed.gap_since
+                    .is_some_and(|since| since.elapsed() >= at_least)
+            })
+            .filter_map(|(name, feed)| Some((name.clone(), feed.next?.saturating_sub(1))))
+            .collect()
+    }
+
+    /// Fills a gap with messages read from history (`messages`, in seq order) when the
+    /// channel's seq was `latest`: a message up to `latest` that history did not hold is
+    /// gone (it left history first) and skipped, counted in `messages_lost`; later ones may
+    /// still be on their way.
+    pub fn fill(&self, channel: &str, messages: Vec<Arc<Published>>, latest: u64) {
+        let mut channels = self.channels.lock();
+        let Some(feed) = channels.get_mut(channel) else {
+            return;
+        };
+        self.stats.gaps_filled.fetch_add(1, Ordering::Relaxed);
+        for message in messages {
+            if let Some(seq) = message.seq {
+                feed.accept(message, seq, &self.stats);
+            }
+        }
+        if let Some(next) = feed.next
+            && next <= latest
+        {
+            let resume = feed
+                .waiting
+                .first_key_value()
+                .map_or(latest + 1, |(&first, _)| first.min(latest + 1));
+            tracing::warn!(
+                channel,
+                from = next,
+                to = resume - 1,
+                "messages left history before this node got them; skipping them"
+            );
+            self.stats
+                .messages_lost
+                .fetch_add(resume - next, Ordering::Relaxed);
+            feed.next = Some(resume);
+            feed.drain(&self.stats);
         }
     }
 
@@ -301,9 +554,17 @@ impl Bus {
         self.rooms.read().len()
     }
 
-    /// Delivers a published event to its local room.
+    /// Delivers a published event to its local room, or a message to its channel's
+    /// subscribers.
     pub fn deliver(&self, published: Arc<Published>) {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        if let Some(seq) = published.seq {
+            let mut channels = self.channels.lock();
+            if let Some(feed) = channels.get_mut(&published.room_id) {
+                feed.accept(published, seq, &self.stats);
+            }
+            return;
+        }
         let mut delivered = 0u64;
         let mut overflowed = 0u64;
         if let Some(members) = self.rooms.read().get(&published.room_id) {
@@ -411,6 +672,96 @@ mod tests {
         );
         assert_eq!(a.binding(), None);
         assert_eq!(bus.room_count(), 0);
+    }
+
+    fn message(channel: &str, seq: u64) -> Arc<Published> {
+        Arc::new(Published::from_event(Event::Message(
+            crate::runtime::bindings::types::MessageEvent {
+                channel: channel.into(),
+                seq,
+                id: format!("m{seq}"),
+                sender: None,
+                payload: "1".into(),
+                ts: 1,
+            },
+        )))
+    }
+
+    fn seqs(rx: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(Outbound::Event(event)) = rx.try_recv() {
+            out.push(event.seq.unwrap());
+        }
+        out
+    }
+
+    /// Messages arriving out of order reach subscribers in seq order, each once.
+    #[test]
+    fn messages_are_delivered_in_seq_order() {
+        let bus = Bus::new();
+        let (a, mut rx) = peer(1, 64);
+        block_on(bus.subscribe_channel("chat", &a)).unwrap();
+        let (after, early) = bus.activate("chat", 1, 0);
+        assert_eq!((after, early.len()), (0, 0));
+        for seq in [2, 1, 4, 3, 3, 1, 5] {
+            bus.deliver(message("chat", seq));
+        }
+        assert_eq!(seqs(&mut rx), vec![1, 2, 3, 4, 5]);
+        assert!(bus.gaps(Duration::ZERO).is_empty());
+    }
+
+    /// What arrives while a subscription is pending is handed to its ack (after the seq the
+    /// ack read); later messages are pushed.
+    #[test]
+    fn a_pending_subscription_keeps_what_arrives() {
+        let bus = Bus::new();
+        let (a, mut rx_a) = peer(1, 64);
+        block_on(bus.subscribe_channel("chat", &a)).unwrap();
+        bus.activate("chat", 1, 10);
+        let (b, mut rx_b) = peer(2, 64);
+        block_on(bus.subscribe_channel("chat", &b)).unwrap();
+        // b read seq 11 from the store; 11 and 12 are delivered before its ack.
+        bus.deliver(message("chat", 11));
+        bus.deliver(message("chat", 12));
+        let (after, early) = bus.activate("chat", 2, 11);
+        assert_eq!(after, 12);
+        assert_eq!(
+            early.iter().map(|m| m.seq.unwrap()).collect::<Vec<_>>(),
+            vec![12]
+        );
+        bus.deliver(message("chat", 13));
+        assert_eq!(seqs(&mut rx_a), vec![11, 12, 13]);
+        assert_eq!(seqs(&mut rx_b), vec![13]);
+    }
+
+    /// A gap that lasts is reported, filled from history, and what history no longer holds
+    /// is skipped (counted), never delivered out of order.
+    #[test]
+    fn gaps_are_filled_or_skipped() {
+        let bus = Bus::new();
+        let (a, mut rx) = peer(1, 64);
+        block_on(bus.subscribe_channel("chat", &a)).unwrap();
+        bus.activate("chat", 1, 0);
+        bus.deliver(message("chat", 1));
+        bus.deliver(message("chat", 3));
+        assert_eq!(seqs(&mut rx), vec![1]);
+        assert_eq!(bus.gaps(Duration::ZERO), vec![("chat".to_owned(), 1)]);
+        bus.fill("chat", vec![message("chat", 2), message("chat", 3)], 3);
+        assert_eq!(seqs(&mut rx), vec![2, 3]);
+        assert!(bus.gaps(Duration::ZERO).is_empty());
+        // 4 and 5 left history before this node got them; 6 is waiting.
+        bus.deliver(message("chat", 6));
+        bus.fill("chat", vec![message("chat", 6)], 6);
+        assert_eq!(seqs(&mut rx), vec![6]);
+        assert_eq!(bus.stats.messages_lost.load(Ordering::Relaxed), 2);
+        // A fill that read an older seq does not skip what may still be on its way.
+        bus.deliver(message("chat", 9));
+        bus.fill("chat", Vec::new(), 6);
+        assert!(seqs(&mut rx).is_empty());
+        assert_eq!(bus.stats.messages_lost.load(Ordering::Relaxed), 2);
+        bus.deliver(message("chat", 7));
+        bus.deliver(message("chat", 8));
+        assert_eq!(seqs(&mut rx), vec![7, 8, 9]);
     }
 
     /// A socket that already moved to another connection keeps its subscription.

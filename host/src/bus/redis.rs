@@ -1,10 +1,11 @@
 //! Cross-node events over Redis Pub/Sub.
 //!
 //! Every event a component publishes on this node is delivered to the local sockets at
-//! once and published on the room's channel, `roster:v1:events:<roomId>`, wrapped in an
-//! envelope that names the node. Each node subscribes only to the rooms it has sockets in
-//! (the bus tells it when), relays what arrives to its local sockets, and skips its own
-//! envelopes (already delivered).
+//! once and published on the room's channel, `roster:v1:events:<roomId>` (a message on its
+//! channel's, `roster:v1:messages:<channel>`), wrapped in an envelope that names the node.
+//! Each node subscribes only to the rooms and channels it has sockets in (the bus tells it
+//! when), relays what arrives to its local sockets, and skips its own envelopes (already
+//! delivered). Messages carry their seq: the bus puts them back in order.
 //!
 //! Three tasks, so that no caller ever waits on Redis for an event:
 //! - the *publisher* drains a bounded queue of outgoing envelopes, pipelining what has
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Bus, EventSink, RoomFeed};
-use crate::protocol::{Envelope, METADATA_EVENT, PRESENCE_EVENT, Published, channel};
+use crate::protocol::{Envelope, MESSAGE_EVENT, METADATA_EVENT, PRESENCE_EVENT, Published};
 use crate::runtime::bindings::events::Event;
 use crate::store::redis::{Conn, Connect, PushQueue, RedisStore};
 
@@ -116,10 +117,9 @@ impl EventSink for RedisFeed {
     fn publish(&self, event: Event) {
         let published = Arc::new(Published::from_event(event));
         let message = published.envelope(&self.node_id);
-        let room = published.room_id.clone();
+        let topic = published.topic();
         self.bus.deliver(published);
-        let queued =
-            message.is_some_and(|message| self.outbox.try_send((channel(&room), message)).is_ok());
+        let queued = message.is_some_and(|message| self.outbox.try_send((topic, message)).is_ok());
         if !queued {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -129,12 +129,12 @@ impl EventSink for RedisFeed {
 impl RoomFeed for RedisFeed {
     fn watch<'a>(
         &'a self,
-        room_id: &'a str,
+        topic: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             let (done, watched) = oneshot::channel();
             self.commands
-                .send(Command::Watch(room_id.to_owned(), done))
+                .send(Command::Watch(topic.to_owned(), done))
                 .map_err(|_| String::from("the event feed has stopped"))?;
             watched
                 .await
@@ -142,8 +142,8 @@ impl RoomFeed for RedisFeed {
         })
     }
 
-    fn unwatch(&self, room_id: &str) {
-        let _ = self.commands.send(Command::Unwatch(room_id.to_owned()));
+    fn unwatch(&self, topic: &str) {
+        let _ = self.commands.send(Command::Unwatch(topic.to_owned()));
     }
 }
 
@@ -207,8 +207,8 @@ async fn subscriber(
                 } else if !watched.is_empty() {
                     conn = open(&connect, &push).await;
                     if let Some(conn) = conn.as_mut() {
-                        for room in &watched {
-                            let _ = tokio::time::timeout(timeout, conn.subscribe(&channel(room))).await;
+                        for topic in &watched {
+                            let _ = tokio::time::timeout(timeout, conn.subscribe(topic)).await;
                         }
                     }
                 }
@@ -227,7 +227,7 @@ async fn subscriber(
                 let result = match conn.as_mut() {
                     None => Err(String::from("cannot reach Redis for the event feed")),
                     Some(conn) => {
-                        match tokio::time::timeout(timeout, conn.subscribe(&channel(&room))).await {
+                        match tokio::time::timeout(timeout, conn.subscribe(&room)).await {
                             Ok(Ok(())) => Ok(()),
                             Ok(Err(error)) => {
                                 Err(format!("cannot subscribe to the room's events: {error}"))
@@ -247,7 +247,7 @@ async fn subscriber(
                 if watched.remove(&room)
                     && let Some(conn) = conn.as_mut()
                 {
-                    let _ = tokio::time::timeout(timeout, conn.unsubscribe(&channel(&room))).await;
+                    let _ = tokio::time::timeout(timeout, conn.unsubscribe(&room)).await;
                 }
             }
         }
@@ -294,6 +294,7 @@ async fn receiver(
                 let name = match envelope.name.as_ref() {
                     PRESENCE_EVENT => PRESENCE_EVENT,
                     METADATA_EVENT => METADATA_EVENT,
+                    MESSAGE_EVENT if envelope.seq.is_some() => MESSAGE_EVENT,
                     _ => continue,
                 };
                 stats.relayed.fetch_add(1, Ordering::Relaxed);
@@ -302,6 +303,7 @@ async fn receiver(
                     name,
                     data: envelope.data.to_owned(),
                     leave_of: envelope.leave.map(Cow::into_owned),
+                    seq: envelope.seq,
                 }));
             }
             Ok(_) => {}

@@ -51,8 +51,9 @@ use bindings::presence::{PresenceComponent, PresenceComponentPre};
 use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
     Action, CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, Occupancy, SnapshotPage, SnapshotRequest,
-    TickOptions, TickReport, WriteRequest,
+    HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory, Occupancy,
+    PublishRequest, Published, SnapshotPage, SnapshotRequest, TickOptions, TickReport,
+    WriteRequest,
 };
 use cache::{ArtifactCache, Origin};
 pub use host::HostState;
@@ -1075,6 +1076,12 @@ component_calls! {
     /// `metadata.release-lock`.
     release_lock(request: &LockRequest) -> ()
         = metadata(MetadataComponent).roster_hub_metadata().call_release_lock;
+    /// `messages.publish`.
+    publish(request: &PublishRequest) -> Published
+        = metadata(MetadataComponent).roster_hub_messages().call_publish;
+    /// `messages.history`.
+    history(request: &HistoryRequest) -> MessageHistory
+        = metadata(MetadataComponent).roster_hub_messages().call_history;
     /// `reaper.tick`.
     tick(options: TickOptions) -> TickReport
         = reaper(ReaperComponent).roster_hub_reaper().call_tick;

@@ -214,8 +214,11 @@ fn op_kinds(op: &Op) -> (Option<Kind>, Effect) {
         | Op::ZrangeByScore(_)
         | Op::Zscore(_)
         | Op::ZremRangeByScore(_)
+        | Op::ZrangeWithScores(_)
         | Op::Zcard(_) => (Some(Kind::Zset), Effect::Keep),
-        Op::Zadd(_) | Op::Zincrby(_) => (Some(Kind::Zset), Effect::Becomes(Kind::Zset)),
+        Op::Zadd(_) | Op::Zincrby(_) | Op::Zappend(_) => {
+            (Some(Kind::Zset), Effect::Becomes(Kind::Zset))
+        }
         Op::Hstrlen(_) => (Some(Kind::Hash), Effect::Keep),
     }
 }
@@ -553,6 +556,45 @@ impl Shard {
                 let len = self.field(&o.key, &o.field, now).map_or(0, str::len);
                 Reply::Int(i64::try_from(len).unwrap_or(i64::MAX))
             }
+            Op::Zappend(o) => {
+                let mut next = 1;
+                if let Value::Zset(z) = &mut self
+                    .entry(o.key, now, || Value::Zset(Zset::default()))
+                    .value
+                {
+                    if let Some(old) = z.scores.get(&o.counter).copied() {
+                        z.order.remove(&(old, o.counter.clone()));
+                        next = old.saturating_add(1);
+                    }
+                    z.scores.insert(o.counter.clone(), next);
+                    z.order.insert((next, o.counter));
+                    for member in o.members {
+                        if let Some(old) = z.scores.insert(member.clone(), next) {
+                            z.order.remove(&(old, member.clone()));
+                        }
+                        z.order.insert((next, member));
+                    }
+                    let floor = next.saturating_sub(i64::from(o.keep.max(1)));
+                    while let Some((score, member)) = z.order.first().cloned()
+                        && score <= floor
+                    {
+                        z.order.pop_first();
+                        z.scores.remove(&member);
+                    }
+                }
+                Reply::Int(next)
+            }
+            Op::ZrangeWithScores(o) => match self.live(&o.key, now).map(|e| &e.value) {
+                Some(Value::Zset(z)) if o.min <= o.max => Reply::Pairs(
+                    z.order
+                        .range((o.min, String::new())..)
+                        .take_while(|(score, _)| *score <= o.max)
+                        .take(usize::try_from(o.limit).unwrap_or(usize::MAX))
+                        .map(|(score, member)| (member.clone(), score.to_string()))
+                        .collect(),
+                ),
+                _ => Reply::Pairs(Vec::new()),
+            },
             Op::ZrangeByScore(o) => match self.live(&o.key, now).map(|e| &e.value) {
                 Some(Value::Zset(z)) if o.min <= o.max => Reply::Members(
                     z.order

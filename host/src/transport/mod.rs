@@ -172,6 +172,18 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             load(&bus.slow_readers),
         ),
         (
+            "roster_message_gaps_filled_total",
+            "Gaps in a message channel's order filled from its history.",
+            "counter",
+            load(&bus.gaps_filled),
+        ),
+        (
+            "roster_messages_lost_total",
+            "Messages this node's subscribers missed: gone from history before a gap was filled.",
+            "counter",
+            load(&bus.messages_lost),
+        ),
+        (
             "roster_heartbeats_total",
             "Heartbeats handled.",
             "counter",

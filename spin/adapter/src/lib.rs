@@ -97,7 +97,7 @@ impl wit::events::Guest for Adapter {
         let Some(envelope) = published.envelope(&node) else {
             return;
         };
-        let channel = protocol::channel(&published.room_id);
+        let channel = published.topic();
         // Delivery never fails the caller (the write it announces is done): report and go on.
         let sent = connect().and_then(|conn| {
             conn.publish(&channel, &envelope.into_bytes())

@@ -2,7 +2,8 @@
 //!
 //! Spin wires component dependencies only to the main component's imports, so the chain is
 //! composed before Spin sees it: the gateway (`roster-spin-gateway`) imports `presence`,
-//! `metadata`, `reaper` and `policy`; the first three import `store` and `events`, which the
+//! `metadata` and `messages` (both exported by the metadata component), `reaper` and
+//! `policy`; the first three components import `store` and `events`, which the
 //! adapter (`roster-spin-adapter`) exports over Spin's Redis (the policy imports nothing). The result imports only WASI and
 //! `fermyon:spin/*@2.0.0`, and exports `wasi:http/incoming-handler`.
 //!
@@ -108,9 +109,18 @@ pub fn compose(
             connect(&mut graph, instance, EVENTS, events)?;
         }
         connect(&mut graph, instance, TYPES, types)?;
-        let interface = format!("roster:hub/{slot}@0.1.0");
-        let export = export_of(&mut graph, instance, &interface)?;
-        connect(&mut graph, main, &interface, export)?;
+        // The metadata component also exports `messages` (channels' state lives in one
+        // component).
+        let interfaces: &[&str] = if *slot == "metadata" {
+            &["metadata", "messages"]
+        } else {
+            std::slice::from_ref(slot)
+        };
+        for name in interfaces {
+            let interface = format!("roster:hub/{name}@0.1.0");
+            let export = export_of(&mut graph, instance, &interface)?;
+            connect(&mut graph, main, &interface, export)?;
+        }
     }
     let handler = export_of(&mut graph, main, export)?;
     graph

@@ -5,8 +5,9 @@ use spin_sdk::variables;
 
 use crate::protocol::{
     DEFAULT_LOCK_TTL_MS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LOCK_TTL_MS,
-    DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ITEMS, DEFAULT_MAX_ROOM_MEMBERS,
-    DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_MAX_SNAPSHOT_MEMBERS, DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_METADATA_BYTES, DEFAULT_MAX_METADATA_ITEMS,
+    DEFAULT_MAX_ROOM_MEMBERS, DEFAULT_MAX_SNAPSHOT_BYTES, DEFAULT_MAX_SNAPSHOT_MEMBERS,
+    DEFAULT_MAX_STATE_BYTES, DEFAULT_MESSAGE_HISTORY, DEFAULT_MESSAGE_HISTORY_TTL_MS,
     DEFAULT_TTL_MS,
 };
 use crate::wit::types::{CallContext, Principal, Settings};
@@ -81,6 +82,12 @@ impl Config {
             max_snapshot_members: number("max_snapshot_members", DEFAULT_MAX_SNAPSHOT_MEMBERS)?
                 .max(1),
             max_snapshot_bytes: number("max_snapshot_bytes", DEFAULT_MAX_SNAPSHOT_BYTES)?,
+            max_message_bytes: number("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)?,
+            message_history: number("message_history", DEFAULT_MESSAGE_HISTORY)?.max(1),
+            message_history_ttl_ms: number(
+                "message_history_ttl_ms",
+                DEFAULT_MESSAGE_HISTORY_TTL_MS,
+            )?,
         };
         Ok(Config {
             settings,

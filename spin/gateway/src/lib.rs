@@ -31,15 +31,16 @@ mod tokens;
 
 use spin_sdk::http::{Method, Request, Response};
 
-use crate::bindings::roster::hub::{metadata, policy, presence, reaper};
+use crate::bindings::roster::hub::{messages, metadata, policy, presence, reaper};
 use crate::config::Config;
 use crate::protocol::auth;
 use crate::protocol::ops::{self, Components, OpId};
 use crate::protocol::{ApiError, Reply};
 use crate::wit::types::{
     Action, CallContext, Channel, ChannelState, ErrorCode, HeartbeatOk, HeartbeatRequest,
-    JoinRequest, Joined, Left, LockInfo, LockRequest, MetadataOperation, Occupancy, SnapshotPage,
-    SnapshotRequest, TickOptions, TickReport, WriteRequest,
+    HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory,
+    MetadataOperation, Occupancy, PublishRequest, Published, SnapshotPage, SnapshotRequest,
+    TickOptions, TickReport, WriteRequest,
 };
 
 #[allow(unsafe_code, reason = "spin-sdk's handler glue")]
@@ -250,6 +251,14 @@ impl Components for Gateway {
             at_most_every_ms: None,
         };
         Ok(reaper::tick(&self.ctx, options)?)
+    }
+
+    async fn publish(&self, request: PublishRequest) -> Result<Published, ApiError> {
+        Ok(messages::publish(&self.ctx, &request)?)
+    }
+
+    async fn history(&self, request: HistoryRequest) -> Result<MessageHistory, ApiError> {
+        Ok(messages::history(&self.ctx, &request)?)
     }
 }
 
