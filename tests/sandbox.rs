@@ -31,6 +31,7 @@ async fn chaos_host(dir: &Path, deadline_ms: u64, memory_mib: u64) -> TestHost {
         c.component_memory_mib = memory_mib;
         // Limits that fit a small cap (the host refuses to start otherwise).
         c.max_snapshot_bytes = 1024 * 1024;
+        c.message_history = 20;
         c.heartbeat_batch = 16;
     })
     .await

@@ -1038,5 +1038,13 @@ async fn every_operation_is_served_on_every_transport_it_names() {
         }
         served += 1;
     }
-    assert_eq!(served, 24, "every event and route of the table was tried");
+    let named: usize = OPERATIONS
+        .iter()
+        .map(|op| usize::from(op.event.is_some()) + usize::from(op.http.is_some()))
+        .sum();
+    assert_eq!(
+        served, named,
+        "every event and route of the table was tried"
+    );
+    assert!(named >= 29, "the table lost operations: {named}");
 }
