@@ -9,6 +9,8 @@
 //! - `idle`: many joined, silent connections; the server's memory per connection;
 //! - `join-storm`: clients join as fast as the server takes them;
 //! - `metadata`: writers race compare-and-set updates of one channel;
+//! - `messages`: publishers publish to one channel as fast as their acks come back; every
+//!   subscriber's deliveries are counted and timed (publish to push);
 //! - `swap`: steady load while the presence component is swapped every second.
 //!
 //! Reports joins/s, acks/s, ack and fan-out latency (p50/p95/p99/max), errors, and the
@@ -128,6 +130,18 @@ enum Scenario {
         /// Writers.
         #[arg(long, default_value_t = 50)]
         writers: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Publishers race to publish on one channel that many sockets subscribe to.
+    Messages {
+        /// Subscribers of the channel.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Publishers, each waiting for its ack before the next publish.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
         /// Seconds.
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -401,6 +415,158 @@ fn server_note(pid: Option<u32>, before: Option<ProcSample>) -> String {
     }
 }
 
+/// The value of a counter in the server's `/metrics`, if it has it.
+async fn metric(server: SocketAddr, name: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The `messages` scenario.
+async fn run_messages(
+    target: &TargetArgs,
+    subscribers: usize,
+    publishers: usize,
+    duration: u64,
+    pid: Option<u32>,
+) -> anyhow::Result<()> {
+    const CHANNEL: &str = "bench-messages";
+    let start = Instant::now();
+    let deliveries = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Mutex::new(histogram()));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let on_event: OnEvent = {
+        let (deliveries, latency, measuring) = (
+            Arc::clone(&deliveries),
+            Arc::clone(&latency),
+            Arc::clone(&measuring),
+        );
+        Arc::new(move |name: &str, data: &Value| {
+            if name != "message" || !measuring.load(Ordering::Relaxed) {
+                return;
+            }
+            deliveries.fetch_add(1, Ordering::Relaxed);
+            if let Some(sent) = data["payload"]["t"].as_u64()
+                && let Ok(mut latency) = latency.lock()
+            {
+                record(&mut latency, micros(start.elapsed()).saturating_sub(sent));
+            }
+        })
+    };
+    let (members, ..) = join_fleet(
+        target,
+        subscribers + publishers,
+        |_| "bench-messages".into(),
+        on_event,
+    )
+    .await?;
+    for member in &members[..subscribers] {
+        let ack = member
+            .client
+            .request("message:subscribe", json!({ "channel": CHANNEL }))
+            .await?;
+        if ack["ok"] != json!(true) {
+            bail!("subscribe refused: {ack}");
+        }
+    }
+    println!("{subscribers} subscribers and {publishers} publishers on one channel");
+    let round_trips = metric(target.server, "roster_redis_round_trips_total").await;
+    let before = pid.and_then(sample);
+    measuring.store(true, Ordering::Relaxed);
+    let stop = Instant::now() + Duration::from_secs(duration);
+    let mut tasks = Vec::new();
+    for member in &members[subscribers..] {
+        let member = Arc::clone(member);
+        tasks.push(tokio::spawn(async move {
+            let mut acks = histogram();
+            let mut errors = 0u64;
+            while Instant::now() < stop {
+                let sent = Instant::now();
+                let t = micros(start.elapsed());
+                let ack = member
+                    .client
+                    .request(
+                        "message:publish",
+                        json!({"channel": CHANNEL, "payload": {"t": t}}),
+                    )
+                    .await;
+                match ack {
+                    Ok(ack) if ack["ok"] == json!(true) => {
+                        record(&mut acks, micros(sent.elapsed()));
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (acks, errors)
+        }));
+    }
+    let mut acks = histogram();
+    let mut errors = 0;
+    for task in tasks {
+        let (mine, failed) = task.await?;
+        let _ = acks.add(&mine);
+        errors += failed;
+    }
+    let after = pid.and_then(sample);
+    let published = acks.len();
+    let expected = published * subscribers as u64;
+    let waited = Instant::now();
+    while deliveries.load(Ordering::Relaxed) < expected && waited.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let round_trips = match (
+        round_trips,
+        metric(target.server, "roster_redis_round_trips_total").await,
+    ) {
+        (Some(a), Some(b)) if published > 0 => format!(
+            "{:.2} Redis round trips per publish (reaper and lease included)",
+            b.saturating_sub(a) as f64 / published as f64
+        ),
+        _ => "embedded store".into(),
+    };
+    let latency = latency
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| histogram());
+    println!(
+        "RESULT: {:.0} publishes/s ({published} in {duration} s, {errors} errors), {:.0} deliveries/s; {} of {expected} deliveries\n  delivery latency (publish to push): {}\n  publisher's ack: {}\n  {round_trips}\n  {}",
+        published as f64 / duration.max(1) as f64,
+        deliveries.load(Ordering::Relaxed) as f64 / duration.max(1) as f64,
+        deliveries.load(Ordering::Relaxed),
+        summary(&latency),
+        summary(&acks),
+        match (before, after) {
+            (Some(b), Some(a)) => {
+                let cpu = cpu_percent(&b, &a);
+                format!(
+                    "server: CPU {cpu:.0}% while publishing: {:.1} µs of server CPU per publish (its fan-out included), RSS {:.1} MiB",
+                    cpu / 100.0 * duration as f64 * 1e6 / published.max(1) as f64,
+                    a.rss_kib as f64 / 1024.0
+                )
+            }
+            _ => "server: - (no --server-pid)".into(),
+        }
+    );
+    if deliveries.load(Ordering::Relaxed) != expected || errors > 0 {
+        bail!("not every message reached every subscriber once");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -609,6 +775,13 @@ async fn main() -> anyhow::Result<()> {
                 summary(&latency),
                 server_note(pid, before)
             );
+        }
+        Scenario::Messages {
+            subscribers,
+            publishers,
+            duration,
+        } => {
+            run_messages(&target, subscribers, publishers, duration, pid).await?;
         }
         Scenario::Swap {
             load,

@@ -140,6 +140,27 @@ async fn join_storm_and_idle_connections() {
     assert!(out.contains("KiB per connection"), "{out}");
 }
 
+/// Every publish reaches every subscriber once (the scenario fails otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_every_subscriber() {
+    let host = TestHost::start().await;
+    let out = bench(
+        &host,
+        &[
+            "messages",
+            "--subscribers",
+            "10",
+            "--publishers",
+            "2",
+            "--duration",
+            "1",
+        ],
+    )
+    .await;
+    assert!(out.contains("publishes/s"), "{out}");
+    assert!(number_after(&out, "publishes/s (") > 0.0, "{out}");
+}
+
 /// With `--jwt-secret` every client brings its own token: a server that verifies them lets
 /// all of them join (as their own users), and one with another key refuses them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

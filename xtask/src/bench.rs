@@ -23,13 +23,14 @@ const ADMIN_TOKEN: &str = "roster-bench-admin-token";
 const JWT_SECRET: &str = "roster-bench-jwt-secret-0123456789abcdef";
 
 /// `roster-bench`'s scenarios.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "steady",
     "search",
     "big-room",
     "idle",
     "join-storm",
     "metadata",
+    "messages",
     "swap",
 ];
 
