@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 64 * 1024;
 pub const DEFAULT_MESSAGE_HISTORY: u32 = 100;
 /// Five minutes: longer outages resynchronise rather than replay.
 pub const DEFAULT_MESSAGE_HISTORY_TTL_MS: u64 = 300_000;
+/// Ten seconds: a phone switching networks or a laptop waking comes back well within it,
+/// and a tab that closed is announced gone soon enough.
+pub const DEFAULT_RESUME_GRACE_MS: u64 = 10_000;
 /// Channels one socket may subscribe to.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
 /// A node that stops renewing is declared dead this long after its last renewal: far below

@@ -160,6 +160,19 @@ pub struct JoinData {
     pub state: Option<Box<RawValue>>,
 }
 
+/// `presence:resume` data.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeData {
+    /// The connection.
+    pub conn_id: String,
+    /// Its resume token (from the join ack).
+    pub resume_token: String,
+    /// At least the connection's epoch.
+    #[serde(default)]
+    pub epoch: Option<u64>,
+}
+
 /// `presence:heartbeat` data.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -454,6 +467,9 @@ pub struct SelfView {
     pub conn_id: String,
     /// Its epoch.
     pub epoch: u64,
+    /// The secret that lets a new socket resume it (`presence:resume`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
 }
 
 /// A metadata item on the wire.
@@ -560,15 +576,33 @@ pub enum Ack {
 }
 
 impl Ack {
-    /// The ack of a join.
-    pub fn joined(joined: types::Joined) -> Ack {
+    /// The ack of a join, with the connection's resume token.
+    pub fn joined(joined: types::Joined, resume_token: String) -> Ack {
         Ack::Joined {
             snapshot: joined.snapshot.into_iter().map(ConnView::from).collect(),
             me: SelfView {
                 conn_id: joined.conn_id,
                 epoch: joined.epoch,
+                resume_token: Some(resume_token),
             },
             cursor: joined.next,
+        }
+    }
+
+    /// The ack of a resume: the connection as it is and its room's first page.
+    pub fn resumed(
+        resumed: types::Resumed,
+        resume_token: String,
+        page: types::SnapshotPage,
+    ) -> Ack {
+        Ack::Joined {
+            snapshot: page.conns.into_iter().map(ConnView::from).collect(),
+            me: SelfView {
+                conn_id: resumed.conn_id,
+                epoch: resumed.epoch,
+                resume_token: Some(resume_token),
+            },
+            cursor: page.next,
         }
     }
 

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{
     Ack, ApiError, ChannelData, HeartbeatBody, HeartbeatData, JoinBody, JoinData, LockBody,
-    LockData, PublishBody, PublishData, Reply, RoomData, SnapshotData, SubscribeData,
+    LockData, PublishBody, PublishData, Reply, ResumeData, RoomData, SnapshotData, SubscribeData,
     UnsubscribeData, WriteBody, WriteData, decode, decode_body, lock_request,
 };
 use crate::wit::types::{
@@ -43,6 +43,8 @@ pub enum OpId {
     Snapshot,
     /// `presence:count`.
     Count,
+    /// `presence:resume` (sockets only).
+    Resume,
     /// `metadata:set`.
     MetadataSet,
     /// `metadata:update`.
@@ -133,7 +135,7 @@ const PRESENCE_INVALID: ErrorCode = ErrorCode::InvalidPayload;
 const METADATA_INVALID: ErrorCode = ErrorCode::MetadataInvalid;
 
 /// Every operation. Order matters only for the `Allow` header of a path several serve.
-pub const OPERATIONS: [Operation; 17] = [
+pub const OPERATIONS: [Operation; 18] = [
     Operation {
         id: OpId::Join,
         event: Some("presence:join"),
@@ -181,6 +183,18 @@ pub const OPERATIONS: [Operation; 17] = [
         slot: Slot::Presence,
         export: "count",
         action: Some(Action::Read),
+        rate: RateClass::Request,
+        invalid: PRESENCE_INVALID,
+    },
+    Operation {
+        id: OpId::Resume,
+        event: Some("presence:resume"),
+        http: None,
+        slot: Slot::Presence,
+        export: "resume",
+        // The resume token proves the connection is the caller's; its room was judged
+        // when it joined.
+        action: None,
         rate: RateClass::Request,
         invalid: PRESENCE_INVALID,
     },
@@ -512,6 +526,8 @@ pub enum Request {
         /// The room.
         room_id: String,
     },
+    /// `presence:resume` (its session takes the connection over).
+    Resume(ResumeData),
     /// `metadata:set`, `metadata:update`, `metadata:remove`.
     MetadataWrite(MetadataOperation, types::WriteRequest),
     /// `metadata:get`.
@@ -581,6 +597,7 @@ impl Request {
             OpId::Count => Request::Count {
                 room_id: decode::<RoomData>(data, code)?.room_id,
             },
+            OpId::Resume => Request::Resume(decode(data, code)?),
             OpId::MetadataSet | OpId::MetadataUpdate | OpId::MetadataRemove => {
                 let data: WriteData = decode(data, code)?;
                 Request::MetadataWrite(metadata_operation(op.id), data.into_request(None))
@@ -722,7 +739,10 @@ impl Request {
                 Request::LockRelease(lock_request(channel()?, param("lockName")?, None, actor))
             }
             OpId::ReaperTick => Request::ReaperTick,
-            OpId::AuthRefresh | OpId::MessageSubscribe | OpId::MessageUnsubscribe => {
+            OpId::AuthRefresh
+            | OpId::MessageSubscribe
+            | OpId::MessageUnsubscribe
+            | OpId::Resume => {
                 return Err(ApiError::new(
                     code,
                     format!(
@@ -775,6 +795,7 @@ impl Request {
             Request::LockRelease(_) => OpId::LockRelease,
             Request::ReaperTick => OpId::ReaperTick,
             Request::AuthRefresh { .. } => OpId::AuthRefresh,
+            Request::Resume(_) => OpId::Resume,
             Request::MessageSubscribe { .. } => OpId::MessageSubscribe,
             Request::MessageUnsubscribe { .. } => OpId::MessageUnsubscribe,
             Request::MessagePublish(_) => OpId::MessagePublish,
@@ -800,6 +821,7 @@ impl Request {
             | Request::Leave { .. }
             | Request::ReaperTick
             | Request::AuthRefresh { .. }
+            | Request::Resume(_)
             | Request::MessageUnsubscribe { .. } => None,
         }
     }
@@ -860,7 +882,8 @@ pub trait Components {
     async fn history(&self, request: types::HistoryRequest) -> Result<MessageHistory, ApiError>;
 }
 
-/// The component's join request for `data`, with a fresh nonce.
+/// The component's join request for `data`, with a fresh nonce, resume token and
+/// binding (all from the cryptographic RNG).
 pub fn join_request(
     data: JoinData,
     replaces: Option<String>,
@@ -872,6 +895,8 @@ pub fn join_request(
         state: data.state.map(|raw| String::from(raw.get())),
         nonce: components.nonce()?,
         replaces,
+        resume_token: format!("{:016x}{:016x}", components.nonce()?, components.nonce()?),
+        binding: components.nonce()?,
     })
 }
 
@@ -889,7 +914,8 @@ pub async fn execute(request: Request, components: &impl Components) -> Reply {
     match request {
         Request::Join { data, replaces } => {
             let request = join_request(data, replaces, components)?;
-            Ok(Ack::joined(components.join(request).await?))
+            let token = request.resume_token.clone();
+            Ok(Ack::joined(components.join(request).await?, token))
         }
         Request::Heartbeat(request) => {
             let ok = components.heartbeat(request).await?;
@@ -929,6 +955,10 @@ pub async fn execute(request: Request, components: &impl Components) -> Reply {
         Request::MessageSubscribe { .. } | Request::MessageUnsubscribe { .. } => Err(
             ApiError::new(ErrorCode::InvalidPayload, "subscriptions belong to sockets"),
         ),
+        Request::Resume(_) => Err(ApiError::new(
+            ErrorCode::InvalidPayload,
+            "presence:resume binds a connection to a socket; this transport has none",
+        )),
         Request::MessagePublish(mut request) => {
             request.nonce = components.nonce()?;
             let published = components.publish(request).await?;
@@ -964,6 +994,7 @@ mod tests {
             OpId::Leave,
             OpId::Snapshot,
             OpId::Count,
+            OpId::Resume,
             OpId::MetadataSet,
             OpId::MetadataUpdate,
             OpId::MetadataRemove,

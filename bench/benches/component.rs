@@ -250,6 +250,7 @@ fn guest_context(config: &Config) -> guest_types::CallContext {
             max_message_bytes: s.max_message_bytes,
             message_history: s.message_history,
             message_history_ttl_ms: s.message_history_ttl_ms,
+            resume_grace_ms: s.resume_grace_ms,
         },
         principal: guest_types::Principal {
             user_id: None,
@@ -305,6 +306,8 @@ fn component_side(config: &Config) -> ComponentSide {
             state: Some(patch(0)),
             nonce: fastrand::u64(..),
             replaces: None,
+            resume_token: "bench".into(),
+            binding: 1,
         };
         let joined = tokio
             .block_on(runtime.join(&host_context(config), &request))
@@ -337,6 +340,8 @@ fn native_side(config: &Config) -> Vec<String> {
                 state: Some(patch(0)),
                 nonce: fastrand::u64(..),
                 replaces: None,
+                resume_token: "bench".into(),
+                binding: 1,
             };
             roster_guest::presence::join(&guest_context(config), request)
                 .expect("the join is accepted")

@@ -161,6 +161,14 @@ pub struct Config {
     #[arg(long, env = "ROSTER_MESSAGE_HISTORY_TTL_MS", default_value_t = DEFAULT_MESSAGE_HISTORY_TTL_MS)]
     pub message_history_ttl_ms: u64,
 
+    /// How long a connection whose socket dropped without a goodbye (a network loss, a
+    /// missed ping) waits for `presence:resume` before it leaves (ms); 0: it leaves at
+    /// once. At most `PRESENCE_TTL_MS` counts (a detached connection leaves no later than
+    /// a silent one would). With it, a shutdown (SIGTERM) announces no leaves: clients
+    /// resume on another node.
+    #[arg(long, env = "ROSTER_RESUME_GRACE_MS", default_value_t = DEFAULT_RESUME_GRACE_MS)]
+    pub resume_grace_ms: u64,
+
     /// Channels one socket may subscribe to; more is `FORBIDDEN`.
     #[arg(long, env = "ROSTER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
@@ -435,6 +443,7 @@ impl Default for Config {
             message_history: DEFAULT_MESSAGE_HISTORY,
             message_history_ttl_ms: DEFAULT_MESSAGE_HISTORY_TTL_MS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            resume_grace_ms: DEFAULT_RESUME_GRACE_MS,
             max_metadata_items: DEFAULT_MAX_METADATA_ITEMS,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             lock_ttl_ms: DEFAULT_LOCK_TTL_MS,
@@ -503,6 +512,7 @@ impl Config {
             max_message_bytes: self.max_message_bytes,
             message_history: self.message_history.max(1),
             message_history_ttl_ms: self.message_history_ttl_ms,
+            resume_grace_ms: self.resume_grace_ms,
         }
     }
 

@@ -25,8 +25,8 @@ use crate::protocol::ops::Components;
 use crate::runtime::bindings::types::{
     Action, CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
     HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory,
-    MetadataOperation, Occupancy, Principal, PublishRequest, Published, Settings, SnapshotPage,
-    SnapshotRequest, TickOptions, TickReport, WriteRequest,
+    MetadataOperation, Occupancy, Principal, PublishRequest, Published, ResumeRequest, Resumed,
+    Settings, SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -385,6 +385,32 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
+    /// A socket's leave of the connection it holds as `binding` (refused when another
+    /// socket resumed it).
+    pub async fn leave_bound(&self, conn_id: &str, binding: u64) -> Result<Left, ApiError> {
+        flatten(
+            self.hub
+                .runtime
+                .leave(&self.context(), conn_id, Some(binding))
+                .await,
+        )
+    }
+
+    /// A socket that held `conn_id` as `binding` dropped: keep it for the resume grace.
+    pub async fn detach(&self, conn_id: &str, binding: u64) -> Result<(), ApiError> {
+        flatten(
+            self.hub
+                .runtime
+                .detach(&self.context(), conn_id, binding)
+                .await,
+        )
+    }
+
+    /// `presence:resume`: takes the connection over for a new socket.
+    pub async fn resume(&self, request: &ResumeRequest) -> Result<Resumed, ApiError> {
+        flatten(self.hub.runtime.resume(&self.context(), request).await)
+    }
+
     fn context(&self) -> CallContext {
         self.hub.context(&self.principal)
     }
@@ -447,7 +473,7 @@ impl Components for Caller<'_> {
     }
 
     async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
-        flatten(self.hub.runtime.leave(&self.context(), conn_id).await)
+        flatten(self.hub.runtime.leave(&self.context(), conn_id, None).await)
     }
 
     async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {

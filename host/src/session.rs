@@ -11,8 +11,11 @@
 //! - A socket subscribes to at most `max_subscriptions` message channels; its ack carries
 //!   the channel's seq (and, asked `since`, what came after it), and every later message
 //!   is pushed in seq order (see `bus` for how nothing around the ack is lost).
-//! - A socket that goes away leaves as if it had sent `presence:leave` ([`Session::close`]),
-//!   and its subscriptions end.
+//! - A socket whose client says goodbye (a Close frame, a Socket.IO disconnect) leaves as
+//!   if it had sent `presence:leave`; one that just drops (network loss, missed pings) or
+//!   that a shutting-down node closes keeps its connection, silently, for
+//!   `ROSTER_RESUME_GRACE_MS`, so the client can `presence:resume` it on any node
+//!   ([`Session::close`]). Its subscriptions end either way.
 //! - A socket's token lasts until its `exp` (plus the leeway) unless `auth:refresh` brings a
 //!   new one for the same user; then the socket leaves and is closed ([`Session::expiry`]).
 
@@ -24,12 +27,15 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::value::RawValue;
 
+use crate::bus::CloseReason;
 use crate::bus::{Binding, Peer};
 use crate::hub::{Caller, Hub};
 use crate::protocol::auth::Verified;
 use crate::protocol::ops::{self, Components, Request};
-use crate::protocol::{Ack, ApiError, JoinData, Reply};
-use crate::runtime::bindings::types::{Action, ErrorCode, HeartbeatRequest, HistoryRequest};
+use crate::protocol::{Ack, ApiError, JoinData, Reply, ResumeData};
+use crate::runtime::bindings::types::{
+    Action, ErrorCode, HeartbeatRequest, HistoryRequest, ResumeRequest, SnapshotRequest,
+};
 
 /// One socket's session.
 #[derive(Debug)]
@@ -118,6 +124,7 @@ impl Session {
         // The socket's own rules; everything else runs as the table says.
         match request {
             Request::Join { data, .. } => self.join(data).await,
+            Request::Resume(data) => self.resume(data).await,
             Request::Heartbeat(request) => self.heartbeat(request).await,
             Request::Leave { .. } => self.leave().await,
             Request::AuthRefresh { token } => self.refresh(&token),
@@ -165,25 +172,33 @@ impl Session {
         // The replaced connection's `leave` is published during the call: unhook it first
         // so the bus does not unsubscribe this socket from a room it stays in.
         if let Some(current) = &current {
-            self.hub.bus.unbind(&current.conn_id);
+            self.hub.bus.unbind(&current.conn_id, self.peer.id);
         }
         let replaces = current.as_ref().map(|b| b.conn_id.clone());
         let joined = match ops::join_request(data, replaces, &caller) {
-            Ok(request) => caller.join(request).await,
+            Ok(request) => {
+                let (token, binding) = (request.resume_token.clone(), request.binding);
+                caller
+                    .join(request)
+                    .await
+                    .map(|joined| (joined, token, binding))
+            }
             Err(error) => Err(error),
         };
         match joined {
-            Ok(joined) => {
+            Ok((joined, resume_token, binding)) => {
                 self.peer.set_binding(Some(Binding {
                     conn_id: joined.conn_id.clone(),
                     room_id: room_id.clone(),
                     user_id,
+                    binding,
+                    resume_token: resume_token.clone(),
                 }));
                 self.hub.bus.bind(&joined.conn_id, &self.peer);
                 if let Some(old) = current.filter(|old| old.room_id != room_id) {
                     self.hub.bus.unsubscribe(&old.room_id, self.peer.id);
                 }
-                Ok(Ack::joined(joined))
+                Ok(Ack::joined(joined, resume_token))
             }
             Err(error) => {
                 // Nothing changed: the socket keeps its connection and its room.
@@ -257,6 +272,82 @@ impl Session {
         Ok(ack)
     }
 
+    /// `presence:resume`: takes over a connection (whose socket dropped, here or on another
+    /// node) with its resume token; nothing is announced. The socket's own connection, if
+    /// it held another, leaves.
+    async fn resume(&mut self, data: ResumeData) -> Reply {
+        let caller = self.caller();
+        let current = self.peer.binding();
+        if current.as_ref().is_some_and(|b| b.conn_id == data.conn_id) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPayload,
+                format!("this socket already holds connection {:?}", data.conn_id),
+            ));
+        }
+        let binding = caller.nonce()?;
+        let request = ResumeRequest {
+            conn_id: data.conn_id,
+            resume_token: data.resume_token,
+            epoch: data.epoch,
+            binding,
+        };
+        let resumed = caller.resume(&request).await?;
+        // Follow the room before reading it, so nothing after the snapshot is missed.
+        let new_room = current
+            .as_ref()
+            .is_none_or(|b| b.room_id != resumed.room_id);
+        if new_room {
+            self.hub
+                .bus
+                .subscribe(&resumed.room_id, &self.peer)
+                .await
+                .map_err(|why| {
+                    ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        format!("cannot follow room {:?}: {why}", resumed.room_id),
+                    )
+                })?;
+        }
+        if let Some(old) = &current {
+            // The socket's previous connection leaves, as a join's would.
+            self.hub.bus.unbind(&old.conn_id, self.peer.id);
+            self.peer.set_binding(None);
+            if let Err(error) = caller.leave_bound(&old.conn_id, old.binding).await {
+                tracing::debug!(%error, "the connection a resume replaced did not leave");
+            }
+            if old.room_id != resumed.room_id {
+                self.hub.bus.unsubscribe(&old.room_id, self.peer.id);
+            }
+        }
+        self.peer.set_binding(Some(Binding {
+            conn_id: resumed.conn_id.clone(),
+            room_id: resumed.room_id.clone(),
+            user_id: resumed.user_id.clone(),
+            binding,
+            resume_token: request.resume_token.clone(),
+        }));
+        self.hub.bus.bind(&resumed.conn_id, &self.peer);
+        let page = caller
+            .snapshot(SnapshotRequest {
+                room_id: resumed.room_id.clone(),
+                cursor: None,
+                limit: None,
+            })
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            // Resumed all the same; the client pages the room from the start.
+            Err(error) if error.code == ErrorCode::StoreUnavailable => {
+                crate::runtime::bindings::types::SnapshotPage {
+                    conns: Vec::new(),
+                    next: Some(String::new()),
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Ack::resumed(resumed, request.resume_token, page))
+    }
+
     async fn heartbeat(&mut self, request: HeartbeatRequest) -> Reply {
         let Some(binding) = self.peer.binding().filter(|b| b.conn_id == request.conn_id) else {
             return Err(ApiError::new(
@@ -315,27 +406,69 @@ impl Session {
         if self.peer.binding().as_ref() == Some(binding) {
             self.peer.set_binding(None);
         }
-        self.hub.bus.unbind(&binding.conn_id);
+        self.hub.bus.unbind(&binding.conn_id, self.peer.id);
         self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
     }
 
-    /// Leaves the connection this socket holds, if any. The socket stays subscribed until
-    /// the call returns, so it sees its own `leave`.
+    /// Leaves the connection this socket holds, if any (and if it is still this socket's:
+    /// a connection another socket resumed stays). The socket stays subscribed until the
+    /// call returns, so it sees its own `leave`.
     async fn leave_current(
         &mut self,
     ) -> Option<Result<crate::runtime::bindings::types::Left, ApiError>> {
         let binding = self.peer.set_binding(None)?;
-        self.hub.bus.unbind(&binding.conn_id);
-        let result = self.hub.as_host().leave(&binding.conn_id).await;
+        self.hub.bus.unbind(&binding.conn_id, self.peer.id);
+        let result = self
+            .hub
+            .as_host()
+            .leave_bound(&binding.conn_id, binding.binding)
+            .await;
         self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
         Some(result)
     }
 
-    /// The socket went away (or is being closed, its token expired): leave as if it had
-    /// said so.
+    /// Whether the socket's end keeps its connection for a resume: the client did not say
+    /// goodbye (its network dropped, it stopped answering pings) or the node is shutting
+    /// down, and the grace is on. A socket the server throws out for its behaviour (a slow
+    /// reader, a frame too large, an expired token) leaves at once.
+    fn keeps_connection(&self) -> bool {
+        if self.hub.config().resume_grace_ms == 0 {
+            return false;
+        }
+        match self.peer.close_reason() {
+            Some(CloseReason::Shutdown | CloseReason::Idle) => true,
+            Some(CloseReason::SlowReader | CloseReason::TooLarge | CloseReason::Expired) => false,
+            None => !self.peer.left_cleanly(),
+        }
+    }
+
+    /// Detaches the connection this socket holds: it stays for the resume grace.
+    async fn detach_current(&mut self) {
+        let Some(binding) = self.peer.set_binding(None) else {
+            return;
+        };
+        self.hub.bus.unbind(&binding.conn_id, self.peer.id);
+        self.hub.bus.unsubscribe(&binding.room_id, self.peer.id);
+        if let Err(error) = self
+            .hub
+            .as_host()
+            .detach(&binding.conn_id, binding.binding)
+            .await
+        {
+            // It stays until its TTL runs out, and is reaped then.
+            tracing::info!(%error, conn_id = %binding.conn_id, "could not detach a dropped socket's connection; it leaves at its TTL");
+        }
+    }
+
+    /// The socket went away or is being closed: its subscriptions end, and its connection
+    /// leaves (a goodbye, or a close for cause) or waits for a resume (a drop, a shutdown).
     pub async fn close(&mut self) {
         for channel in self.channels.drain() {
             self.hub.bus.unsubscribe_channel(&channel, self.peer.id);
+        }
+        if self.keeps_connection() {
+            Box::pin(self.detach_current()).await;
+            return;
         }
         let conn_id = self.peer.binding().map(|binding| binding.conn_id);
         // Boxed for the reason `handle` is.

@@ -11,7 +11,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `roster:v1:{T}:conn:<connId>` | hash | `room`, `user`, `epoch`, `state`, `seen`, `joined`, `node` |
+//! | `roster:v1:{T}:conn:<connId>` | hash | `room`, `user`, `epoch`, `state`, `seen`, `joined`, `node`, `resume`, `bind` |
 //! | `roster:v1:{T}:room:<digest>` | set | the room's connection ids |
 //! | `roster:v1:{T}:expiry` | sorted set | the bucket's connection ids scored by last heartbeat |
 //! | `roster:v1:{T}:node:<node>` | set | the bucket's connection ids created by that node |
@@ -177,8 +177,12 @@ pub mod conn {
     pub const SEEN: &str = "seen";
     /// When the connection joined, ms, decimal.
     pub const JOINED: &str = "joined";
-    /// The node that created it.
+    /// The node that holds it (the creator, or the last to resume it).
     pub const NODE: &str = "node";
+    /// The secret that lets a new socket resume it.
+    pub const RESUME: &str = "resume";
+    /// The binding (socket) that holds it, decimal.
+    pub const BIND: &str = "bind";
 }
 
 /// The fields of a metadata hash.

@@ -735,6 +735,7 @@ mod tests {
             max_message_bytes: 1024,
             message_history: 10,
             message_history_ttl_ms: 60_000,
+            resume_grace_ms: 10_000,
             max_snapshot_bytes: 1,
         };
         assert!(check_limits(&[item("a", "1234", 1), item("b", "1234", 1)], &settings).is_ok());

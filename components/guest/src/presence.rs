@@ -30,8 +30,8 @@ use crate::policy;
 use crate::state::{self, State};
 use crate::types::{
     CallContext, Conn, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined,
-    Left, Occupancy, PresenceChange, PresenceEvent, Principal, Settings, SnapshotPage,
-    SnapshotRequest,
+    Left, Occupancy, PresenceChange, PresenceEvent, Principal, ResumeRequest, Resumed, Settings,
+    SnapshotPage, SnapshotRequest,
 };
 
 /// The largest epoch: JavaScript's `Number.MAX_SAFE_INTEGER`, the largest integer every
@@ -134,6 +134,8 @@ struct NewConn<'a> {
     digest: u64,
     conn_id: &'a str,
     state: &'a str,
+    resume_token: &'a str,
+    binding: u64,
 }
 
 /// The batch that creates the connection, indexes it and lists the room; refused when the
@@ -151,6 +153,7 @@ fn create_batch(
         digest,
         conn_id,
         state: state_text,
+        ..
     } = *new;
     let now = ctx.now;
     let lookback = ctx.settings.lookback_ms;
@@ -186,6 +189,8 @@ fn create_batch(
             (f::SEEN, now.to_string()),
             (f::JOINED, now.to_string()),
             (f::NODE, ctx.node_id.clone()),
+            (f::RESUME, new.resume_token.to_owned()),
+            (f::BIND, new.binding.to_string()),
         ],
     ));
     batch.op(db::pexpire(&conn_key, lookback));
@@ -251,6 +256,8 @@ pub fn join(ctx: &CallContext, request: JoinRequest) -> Result<Joined, Failure> 
             digest,
             conn_id: &conn_id,
             state: &state_text,
+            resume_token: &request.resume_token,
+            binding: request.binding,
         };
         let (batch, create) = create_batch(ctx, &new, epoch, here);
         let mut batches = vec![batch];
@@ -1034,7 +1041,7 @@ fn announce_update(
 /// Removes a connection and announces `leave`. Two round trips: the node that created the
 /// connection and its user are read first, because their index entries are part of the
 /// removal.
-pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
+pub fn leave(ctx: &CallContext, conn_id: &str, binding: Option<u64>) -> Result<Left, Failure> {
     if conn_id.is_empty() {
         return Err(fail::invalid("connId must not be empty"));
     }
@@ -1050,12 +1057,163 @@ pub fn leave(ctx: &CallContext, conn_id: &str) -> Result<Left, Failure> {
     if owner_of(&ctx.principal).is_some_and(|owner| owner != user) {
         return Err(not_yours(conn_id));
     }
-    // The node never changes, so this guard fails only if the connection went meanwhile.
-    let guard = db::field_is(&conn_key, f::NODE, Some(&node));
-    let (batch, removal) = removal_batch(digest, conn_id, Some(&node), &user, vec![guard]);
+    // The node changes only when the connection is resumed elsewhere: then this removal
+    // (and its node set) is refused, as is a socket's removal of a connection another
+    // socket took over.
+    let mut guards = vec![db::field_is(&conn_key, f::NODE, Some(&node))];
+    if let Some(binding) = binding {
+        guards.push(db::field_is(&conn_key, f::BIND, Some(&binding.to_string())));
+    }
+    let (batch, removal) = removal_batch(digest, conn_id, Some(&node), &user, guards);
     match db::execute_one(batch)? {
         Outcome::Applied(replies) => announce_leave(ctx, conn_id, &removal, replies)?
             .ok_or_else(|| fail::unknown_connection(conn_id)),
+        Outcome::Refused(_) => Err(fail::unknown_connection(conn_id)),
+    }
+}
+
+/// Checks a resume token against the stored one, in time independent of where they
+/// differ.
+fn same_secret(given: &str, stored: &str) -> bool {
+    given.len() == stored.len()
+        && given
+            .bytes()
+            .zip(stored.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+/// The reaper's expiry score that makes a connection stale `grace_ms` from now: the index
+/// holds last-heartbeat times, and a connection is reaped once its score is older than
+/// the TTL.
+fn detached_score(ctx: &CallContext) -> i64 {
+    let ttl = ctx.settings.ttl_ms;
+    let grace = ctx.settings.resume_grace_ms.min(ttl);
+    score(ctx.now.saturating_add(grace).saturating_sub(ttl))
+}
+
+/// The socket holding `conn_id` (as `binding`) dropped: keep the connection, silently, for
+/// the resume grace, and take it off its node (a node that dies or shuts down meanwhile
+/// must not announce it). The reaper announces its `leave` when the grace ends, unless a
+/// new socket resumes it.
+pub fn detach(ctx: &CallContext, conn_id: &str, binding: u64) -> Result<(), Failure> {
+    let digest =
+        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
+    let conn_key = keys::conn_key(digest, conn_id);
+    let bucket = keys::bucket(digest);
+    let index = keys::expiry_key(bucket);
+    let mut read = BatchBuilder::new();
+    let slot = read.read(db::hmget(&conn_key, &[f::NODE, f::BIND]));
+    let indexed = read.read(db::zscore(&index, conn_id));
+    let mut applied = db::execute_read(read.build())?;
+    let mut fields = applied.take(slot)?.into_iter();
+    let (Some(node), Some(bound), Some(seen)) = (
+        fields.next().flatten(),
+        fields.next().flatten(),
+        applied.take(indexed)?,
+    ) else {
+        return Ok(()); // gone already
+    };
+    if bound != binding.to_string() {
+        return Ok(()); // another socket resumed it
+    }
+    let mut batch = BatchBuilder::new();
+    batch.guard(db::field_is(&conn_key, f::BIND, Some(&bound)));
+    batch.guard(db::field_is(&conn_key, f::NODE, Some(&node)));
+    // Stale at the end of the grace, or sooner if it already would be.
+    batch.op(db::zadd(&index, conn_id, seen.min(detached_score(ctx))));
+    if ctx.settings.node_lease_ms > 0 {
+        batch.op(db::srem(&keys::node_key(bucket, &node), conn_id));
+    }
+    db::execute_one(batch.build()).map(drop)
+}
+
+/// A new socket takes over a connection with its resume token: live again (its TTL and
+/// index refreshed), bound to the new socket and this node; nothing is announced.
+pub fn resume(ctx: &CallContext, request: &ResumeRequest) -> Result<Resumed, Failure> {
+    let conn_id = request.conn_id.as_str();
+    let digest =
+        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
+    let conn_key = keys::conn_key(digest, conn_id);
+    let bucket = keys::bucket(digest);
+    let index = keys::expiry_key(bucket);
+    let mut read = BatchBuilder::new();
+    let slot = read.read(db::hmget(
+        &conn_key,
+        &[f::ROOM, f::USER, f::EPOCH, f::NODE, f::RESUME],
+    ));
+    let indexed = read.read(db::zscore(&index, conn_id));
+    let mut applied = db::execute_read(read.build())?;
+    let mut fields = applied.take(slot)?.into_iter();
+    let mut next = || fields.next().flatten();
+    let (Some(room_id), Some(user_id), epoch, Some(node), Some(secret)) =
+        (next(), next(), next(), next(), next())
+    else {
+        return Err(fail::unknown_connection(conn_id));
+    };
+    let live = applied
+        .take(indexed)?
+        .is_some_and(|seen| seen >= live_bound(ctx.now, ctx.settings.ttl_ms));
+    if !live {
+        return Err(fail::failure(
+            ErrorCode::UnknownConnection,
+            format!("connection {conn_id:?} expired; join again"),
+        ));
+    }
+    if !same_secret(&request.resume_token, &secret) {
+        return Err(fail::failure(
+            ErrorCode::Forbidden,
+            format!("the resume token of connection {conn_id:?} does not match"),
+        ));
+    }
+    if owner_of(&ctx.principal).is_some_and(|owner| owner != user_id) {
+        return Err(not_yours(conn_id));
+    }
+    let stored = db::parse_u64(epoch.as_deref()).unwrap_or(0);
+    let epoch = match request.epoch {
+        Some(epoch) if epoch < stored => {
+            return Err(fail::failure(
+                ErrorCode::StaleEpoch,
+                format!("epoch {epoch} is older than the epoch of connection {conn_id:?}"),
+            ));
+        }
+        Some(epoch) if epoch > MAX_EPOCH || epoch > stored.saturating_add(MAX_EPOCH_STEP) => {
+            return Err(fail::invalid(format!(
+                "epoch {epoch} is out of bounds (at most {MAX_EPOCH}, and {MAX_EPOCH_STEP} above the stored one)"
+            )));
+        }
+        Some(epoch) => epoch,
+        None => stored,
+    };
+    let lookback = ctx.settings.lookback_ms;
+    let mut batch = BatchBuilder::new();
+    batch.guard(db::field_is(&conn_key, f::NODE, Some(&node)));
+    batch.guard(db::field_is(&conn_key, f::RESUME, Some(&secret)));
+    batch.op(db::hset(
+        &conn_key,
+        vec![
+            (f::SEEN, ctx.now.to_string()),
+            (f::EPOCH, epoch.to_string()),
+            (f::NODE, ctx.node_id.clone()),
+            (f::BIND, request.binding.to_string()),
+        ],
+    ));
+    batch.op(db::pexpire(&conn_key, lookback));
+    batch.op(db::pexpire(&keys::room_key(digest), lookback));
+    batch.op(db::pexpire(&keys::users_key(digest), lookback));
+    batch.op(db::zadd(&index, conn_id, score(ctx.now)));
+    batch.op(db::srem(&keys::node_key(bucket, &node), conn_id));
+    if ctx.settings.node_lease_ms > 0 {
+        batch.op(db::sadd(&keys::node_key(bucket, &ctx.node_id), conn_id));
+    }
+    match db::execute_one(batch.build())? {
+        Outcome::Applied(_) => Ok(Resumed {
+            conn_id: conn_id.to_owned(),
+            room_id,
+            user_id,
+            epoch,
+        }),
+        // It left, was reaped or was resumed by another socket meanwhile.
         Outcome::Refused(_) => Err(fail::unknown_connection(conn_id)),
     }
 }
@@ -1152,6 +1310,7 @@ mod tests {
             max_message_bytes: 1024,
             message_history: 10,
             message_history_ttl_ms: 60_000,
+            resume_grace_ms: 10_000,
             max_snapshot_bytes: 4096,
         }
     }
@@ -1163,6 +1322,8 @@ mod tests {
             state: state.map(str::to_owned),
             nonce: 1,
             replaces: None,
+            resume_token: "secret".into(),
+            binding: 1,
         }
     }
 
@@ -1378,6 +1539,8 @@ mod tests {
             digest,
             conn_id: &id,
             state: "{}",
+            resume_token: "secret",
+            binding: 1,
         };
         let (batch, create) = create_batch(&ctx, &new, 7, Some(&old));
         assert!(create.replaced_exists.is_some());

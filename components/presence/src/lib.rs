@@ -20,7 +20,7 @@ mod bindings {
 use bindings::exports::roster::hub::presence::Guest;
 use roster_guest::types::{
     CallContext, Failure, HeartbeatOk, HeartbeatRequest, JoinRequest, Joined, Left, Occupancy,
-    SnapshotPage, SnapshotRequest,
+    ResumeRequest, Resumed, SnapshotPage, SnapshotRequest,
 };
 
 struct Component;
@@ -37,8 +37,16 @@ impl Guest for Component {
         roster_guest::presence::heartbeat(&ctx, requests)
     }
 
-    fn leave(ctx: CallContext, conn_id: String) -> Result<Left, Failure> {
-        roster_guest::presence::leave(&ctx, &conn_id)
+    fn leave(ctx: CallContext, conn_id: String, binding: Option<u64>) -> Result<Left, Failure> {
+        roster_guest::presence::leave(&ctx, &conn_id, binding)
+    }
+
+    fn detach(ctx: CallContext, conn_id: String, binding: u64) -> Result<(), Failure> {
+        roster_guest::presence::detach(&ctx, &conn_id, binding)
+    }
+
+    fn resume(ctx: CallContext, request: ResumeRequest) -> Result<Resumed, Failure> {
+        roster_guest::presence::resume(&ctx, &request)
     }
 
     fn snapshot(ctx: CallContext, request: SnapshotRequest) -> Result<SnapshotPage, Failure> {

@@ -173,6 +173,11 @@ pub struct Binding {
     pub room_id: String,
     /// Its user: the acting user of the socket's metadata requests.
     pub user_id: String,
+    /// The random binding the component stored for this socket's hold on it: the socket's
+    /// leave or detach applies only while it matches (another socket may resume it).
+    pub binding: u64,
+    /// The connection's resume token.
+    pub resume_token: String,
 }
 
 /// Why a socket is being closed by the server.
@@ -210,6 +215,9 @@ pub struct Peer {
     binding: Mutex<Option<Binding>>,
     /// Whether this socket already counted as a slow reader.
     overflowed: AtomicBool,
+    /// Whether the client said goodbye (a Close frame, a Socket.IO disconnect packet): then
+    /// its connection leaves at once; a socket that just drops keeps it for a resume.
+    goodbye: AtomicBool,
 }
 
 impl Peer {
@@ -223,7 +231,24 @@ impl Peer {
             close_reason: Mutex::new(None),
             binding: Mutex::new(None),
             overflowed: AtomicBool::new(false),
+            goodbye: AtomicBool::new(false),
         }
+    }
+
+    /// The client said goodbye.
+    pub fn said_goodbye(&self) {
+        self.goodbye.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client said goodbye.
+    pub fn left_cleanly(&self) -> bool {
+        self.goodbye.load(Ordering::Relaxed)
+    }
+
+    /// Records why the server is about to close the socket, before it does (so its session
+    /// can act on the reason, e.g. leave before the close is sent); the first reason wins.
+    pub fn will_close(&self, reason: CloseReason) {
+        self.close_reason.lock().get_or_insert(reason);
     }
 
     /// The token that closes this socket.
@@ -537,16 +562,26 @@ impl Bus {
         self.rooms.read().contains_key(room_id)
     }
 
-    /// Records that `peer` holds `conn_id`.
+    /// Records that `peer` holds `conn_id`; another local peer that held it (the socket a
+    /// resume took the connection from) is let go of it: it stops hearing the room.
     pub fn bind(&self, conn_id: &str, peer: &Arc<Peer>) {
-        self.conns
+        let previous = self
+            .conns
             .lock()
             .insert(conn_id.to_owned(), Arc::clone(peer));
+        if let Some(previous) = previous.filter(|previous| previous.id != peer.id)
+            && let Some(binding) = previous.unbind_if(conn_id)
+        {
+            self.unsubscribe(&binding.room_id, previous.id);
+        }
     }
 
-    /// Forgets who holds `conn_id`.
-    pub fn unbind(&self, conn_id: &str) {
-        self.conns.lock().remove(conn_id);
+    /// Forgets who holds `conn_id`, if it is still `peer_id`.
+    pub fn unbind(&self, conn_id: &str, peer_id: u64) {
+        let mut conns = self.conns.lock();
+        if conns.get(conn_id).is_some_and(|peer| peer.id == peer_id) {
+            conns.remove(conn_id);
+        }
     }
 
     /// Rooms with at least one local subscriber.
@@ -664,6 +699,8 @@ mod tests {
             conn_id: "c1".into(),
             room_id: "lobby".into(),
             user_id: "u".into(),
+            binding: 1,
+            resume_token: "t".into(),
         }));
         bus.bind("c1", &a);
         bus.publish(event(PresenceChange::Leave, "lobby", "c1"));
@@ -775,6 +812,8 @@ mod tests {
             conn_id: "c2".into(),
             room_id: "lobby".into(),
             user_id: "u".into(),
+            binding: 1,
+            resume_token: "t".into(),
         }));
         bus.publish(event(PresenceChange::Leave, "lobby", "c1"));
         assert!(a.binding().is_some());

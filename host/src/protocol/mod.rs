@@ -109,33 +109,39 @@ mod tests {
             r#"{"ok":true,"changed":true}"#
         );
         assert_eq!(reply_json(&Ok(Ack::Done)), r#"{"ok":true}"#);
-        let joined = Ack::joined(types::Joined {
-            conn_id: "c1".into(),
-            epoch: 7,
-            snapshot: vec![Conn {
+        let joined = Ack::joined(
+            types::Joined {
                 conn_id: "c1".into(),
-                user_id: "u".into(),
-                state: r#"{"a":1}"#.into(),
                 epoch: 7,
-                last_seen: 9,
-            }],
-            next: None,
-            replace_pending: false,
-        });
+                snapshot: vec![Conn {
+                    conn_id: "c1".into(),
+                    user_id: "u".into(),
+                    state: r#"{"a":1}"#.into(),
+                    epoch: 7,
+                    last_seen: 9,
+                }],
+                next: None,
+                replace_pending: false,
+            },
+            "t0k".into(),
+        );
         assert_eq!(
             reply_json(&Ok(joined)),
-            r#"{"ok":true,"snapshot":[{"connId":"c1","userId":"u","state":{"a":1},"epoch":7,"lastSeen":9}],"self":{"connId":"c1","epoch":7}}"#
+            r#"{"ok":true,"snapshot":[{"connId":"c1","userId":"u","state":{"a":1},"epoch":7,"lastSeen":9}],"self":{"connId":"c1","epoch":7,"resumeToken":"t0k"}}"#
         );
-        let partial = Ack::joined(types::Joined {
-            conn_id: "c1".into(),
-            epoch: 7,
-            snapshot: Vec::new(),
-            next: Some("c0".into()),
-            replace_pending: false,
-        });
+        let partial = Ack::joined(
+            types::Joined {
+                conn_id: "c1".into(),
+                epoch: 7,
+                snapshot: Vec::new(),
+                next: Some("c0".into()),
+                replace_pending: false,
+            },
+            "t0k".into(),
+        );
         assert_eq!(
             reply_json(&Ok(partial)),
-            r#"{"ok":true,"snapshot":[],"self":{"connId":"c1","epoch":7},"partial":true,"cursor":"c0"}"#
+            r#"{"ok":true,"snapshot":[],"self":{"connId":"c1","epoch":7,"resumeToken":"t0k"},"partial":true,"cursor":"c0"}"#
         );
         let error = ApiError::new(ErrorCode::StaleEpoch, "old");
         assert_eq!(

@@ -52,8 +52,8 @@ use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
     Action, CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest,
     HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory, Occupancy,
-    PublishRequest, Published, SnapshotPage, SnapshotRequest, TickOptions, TickReport,
-    WriteRequest,
+    PublishRequest, Published, ResumeRequest, Resumed, SnapshotPage, SnapshotRequest, TickOptions,
+    TickReport, WriteRequest,
 };
 use cache::{ArtifactCache, Origin};
 pub use host::HostState;
@@ -1050,8 +1050,14 @@ component_calls! {
     join(request: &JoinRequest) -> Joined
         = presence(PresenceComponent).roster_hub_presence().call_join;
     /// `presence.leave`.
-    leave(conn_id: &str) -> Left
+    leave(conn_id: &str, binding: Option<u64>) -> Left
         = presence(PresenceComponent).roster_hub_presence().call_leave;
+    /// `presence.detach`.
+    detach(conn_id: &str, binding: u64) -> ()
+        = presence(PresenceComponent).roster_hub_presence().call_detach;
+    /// `presence.resume`.
+    resume(request: &ResumeRequest) -> Resumed
+        = presence(PresenceComponent).roster_hub_presence().call_resume;
     /// `presence.snapshot`.
     snapshot(request: &SnapshotRequest) -> SnapshotPage
         = presence(PresenceComponent).roster_hub_presence().call_snapshot;

@@ -332,6 +332,7 @@ impl EngineIoHandler for Handler {
             Packet::Disconnect { namespace: "/" } => {
                 if let Some(connected) = socket.data.connected.lock().take() {
                     // The client left the namespace: the session leaves and ends.
+                    connected.peer.said_goodbye();
                     connected.peer.cancel_token().cancel();
                 }
             }
@@ -577,6 +578,7 @@ async fn serve(
             () = &mut expiry => {
                 // A normal leave; then `auth:expired` and the disconnect (below).
                 tracing::debug!(peer = peer.id, "closing a Socket.IO socket whose token expired");
+                peer.will_close(CloseReason::Expired);
                 session.close().await;
                 peer.close(CloseReason::Expired);
                 break;

@@ -187,6 +187,7 @@ async fn read_loop(
             () = &mut expiry => {
                 // A normal leave, then the close (4401) says why.
                 tracing::debug!(peer = peer.id, "closing a socket whose token expired");
+                peer.will_close(CloseReason::Expired);
                 session.close().await;
                 peer.close(CloseReason::Expired);
                 return;
@@ -227,7 +228,11 @@ async fn read_loop(
                     "binary frames are not supported; send JSON text frames",
                 )),
             ),
-            Some(Ok(Message::Close(_))) => return,
+            Some(Ok(Message::Close(_))) => {
+                // The client said goodbye: its connection leaves at once.
+                peer.said_goodbye();
+                return;
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
         };
         if !peer.reply(reply).await {

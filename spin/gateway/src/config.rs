@@ -88,6 +88,8 @@ impl Config {
                 "message_history_ttl_ms",
                 DEFAULT_MESSAGE_HISTORY_TTL_MS,
             )?,
+            // No sockets: nothing is ever detached here.
+            resume_grace_ms: 0,
         };
         Ok(Config {
             settings,

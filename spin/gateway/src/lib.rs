@@ -208,7 +208,7 @@ impl Components for Gateway {
     }
 
     async fn leave(&self, conn_id: &str) -> Result<Left, ApiError> {
-        Ok(presence::leave(&self.ctx, conn_id)?)
+        Ok(presence::leave(&self.ctx, conn_id, None)?)
     }
 
     async fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotPage, ApiError> {
