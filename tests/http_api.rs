@@ -26,11 +26,13 @@ async fn presence_over_http() {
         )
         .await;
     let conn = joined["self"]["connId"].as_str().unwrap().to_owned();
+    let token = joined["self"]["resumeToken"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 32);
     assert_eq!(
         joined,
         json!({"ok": true,
                "snapshot": [{"connId": conn, "userId": "ada", "state": {"s": 1}, "epoch": EPOCH_MS, "lastSeen": EPOCH_MS}],
-               "self": {"connId": conn, "epoch": EPOCH_MS}})
+               "self": {"connId": conn, "epoch": EPOCH_MS, "resumeToken": token}})
     );
     let beat = format!("/v1/connections/{conn}/heartbeat");
     assert_eq!(

@@ -89,8 +89,14 @@ async fn join_returns_a_snapshot() {
                 {"connId": ada_conn, "userId": "ada", "state": {"seat": 1}, "epoch": EPOCH_MS, "lastSeen": EPOCH_MS},
                 {"connId": bob_conn, "userId": "bob", "state": {"seat": 2}, "epoch": EPOCH_MS + 10, "lastSeen": EPOCH_MS + 10},
             ],
-            "self": {"connId": bob_conn, "epoch": EPOCH_MS + 10},
+            "self": {"connId": bob_conn, "epoch": EPOCH_MS + 10, "resumeToken": ack["self"]["resumeToken"]},
         })
+    );
+    assert!(
+        ack["self"]["resumeToken"]
+            .as_str()
+            .is_some_and(|token| token.len() == 32 && token.chars().all(|c| c.is_ascii_hexdigit())),
+        "{ack}"
     );
     let mut solo = host.connect().await;
     let (_, _, ack) = solo.join("elsewhere", "cy", json!(null)).await;

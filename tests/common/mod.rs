@@ -67,8 +67,8 @@ pub fn policy_public_only() -> PathBuf {
     PathBuf::from(env!("ROSTER_FIXTURE_POLICY_PUBLIC_ONLY"))
 }
 
-/// The configuration tests start from: a manual clock, a fast reaper, no rate limit, and
-/// node leases longer than any clock jump a test makes (a lease is judged by the clock;
+/// The configuration tests start from: a manual clock, a fast reaper, no rate limit, no
+/// resume grace, and node leases longer than any clock jump a test makes (a lease is judged by the clock;
 /// tests of node death set their own short lease on the real clock).
 pub fn test_config() -> Config {
     Config {
@@ -77,6 +77,9 @@ pub fn test_config() -> Config {
         reaper_interval_ms: 20,
         rate_limit_per_sec: 0,
         node_lease_ms: 3_600_000,
+        // A dropped socket leaves at once, as before resume existed; the resume tests
+        // (tests/resume.rs) turn the grace on.
+        resume_grace_ms: 0,
         ..Config::default()
     }
 }
