@@ -2,7 +2,10 @@
 -- atomically (a Lua script runs with nothing interleaved). Every key is in KEYS, so Redis
 -- Cluster checks they share a slot and routes the script there.
 --
--- ARGV: "1", guard count, op count, then each guard, then each op, as flat fields:
+-- ARGV: "1", guard count, op count, then each guard, then each op, as flat fields; or
+-- "2", deadline, guard count, ...: the same, refused with {"X"} (nothing applied) when
+-- Redis runs it after `deadline` (ms since the epoch, Redis' clock), so a batch whose
+-- sender gave up waiting never lands later:
 --   guards: E k | A k | V k has v | F k field has v | LE k field n | GE k field n
 --           | S k limit | Z k member n | ZB k member n
 --   ops:    get k | set k v ttl | del k | pexpire k ttl | hget k f | hmget k n f...
@@ -19,17 +22,26 @@
 -- Reply (flat, so every client can read it):
 --   {"R", i}          guard i (0-based) failed; nothing was applied
 --   {"E", message}    the batch meets a key of another type; nothing was applied
+--   {"X"}             the deadline passed before the batch ran; nothing was applied
 --   {"A", n, ...}     applied; then n replies, each one of
 --                     "N" | "I", int | "T", text | "L", n, ("T", text | "N")... |
 --                     "P", n, (field, value)... | "M", n, member...
 
 local argv = ARGV
-if argv[1] ~= "1" then
+local pos
+if argv[1] == "1" then
+  pos = 2
+elseif argv[1] == "2" then
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now > tonumber(argv[2]) then return {"X"} end
+  pos = 3
+else
   return {"E", "unknown batch format " .. tostring(argv[1])}
 end
-local guard_count = tonumber(argv[2])
-local op_count = tonumber(argv[3])
-local pos = 4
+local guard_count = tonumber(argv[pos])
+local op_count = tonumber(argv[pos + 1])
+pos = pos + 2
 local function take()
   local v = argv[pos]
   pos = pos + 1

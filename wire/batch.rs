@@ -291,6 +291,16 @@ impl Encoded {
         encoded
     }
 
+    /// The script's ARGV with a deadline (format `2`): Redis refuses the batch, applying
+    /// nothing, if it runs it after `deadline_ms` (ms since the epoch, by Redis' clock).
+    pub fn args_with_deadline(&self, deadline_ms: u64) -> Vec<String> {
+        let mut args = Vec::with_capacity(self.args.len() + 1);
+        args.push("2".to_owned());
+        args.push(deadline_ms.to_string());
+        args.extend(self.args.iter().skip(1).cloned());
+        args
+    }
+
     /// Decodes this call's reply, flattened (see [`Flat`]).
     pub fn decode(&self, reply: Vec<Flat>) -> Result<BatchOutcome, StoreError> {
         match &self.plain {
@@ -415,6 +425,10 @@ pub fn decode(reply: Vec<Flat>) -> Result<BatchOutcome, StoreError> {
                 .map_err(|_| StoreError::Rejected("a bad guard index".into()))?,
         )),
         "E" => Err(StoreError::Rejected(flat.text()?)),
+        "X" => Err(StoreError::Unavailable(
+            "Redis ran the batch after its deadline (the node had given up on it); nothing was applied"
+                .into(),
+        )),
         "A" => {
             let count = flat.count()?;
             let mut replies = Vec::with_capacity(count);

@@ -61,6 +61,8 @@ enum Command {
 pub struct RedisFeed {
     node_id: String,
     bus: Arc<Bus>,
+    /// The store, whose health says whether Redis answers.
+    store: Arc<RedisStore>,
     outbox: mpsc::Sender<(String, String)>,
     commands: mpsc::UnboundedSender<Command>,
     /// Counters.
@@ -91,6 +93,7 @@ impl RedisFeed {
         let feed = Arc::new(RedisFeed {
             node_id: node_id.clone(),
             bus: Arc::clone(&bus),
+            store: Arc::clone(&store),
             outbox,
             commands,
             stats: Arc::clone(&stats),
@@ -132,6 +135,11 @@ impl RoomFeed for RedisFeed {
         topic: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
+            // Fail fast while Redis is down, rather than queue behind subscriptions that
+            // are waiting out their timeouts (the store refuses writes at once too).
+            if !self.store.is_healthy() {
+                return Err(String::from("Redis is not reachable"));
+            }
             let (done, watched) = oneshot::channel();
             self.commands
                 .send(Command::Watch(topic.to_owned(), done))

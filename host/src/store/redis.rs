@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -277,6 +277,11 @@ pub struct RedisStore {
     conn: RwLock<Option<Conn>>,
     /// Whether the last ping or command succeeded; `execute` refuses at once while false.
     healthy: AtomicBool,
+    /// Redis' clock minus this machine's (ms), measured by the health task; batches carry a
+    /// deadline in Redis' clock once it is known.
+    clock_offset_ms: AtomicI64,
+    /// Whether `clock_offset_ms` was measured.
+    clock_known: AtomicBool,
     /// Counters.
     pub stats: RedisStats,
 }
@@ -287,6 +292,15 @@ impl std::fmt::Debug for RedisStore {
             .field("target", &self.connect.target.describe())
             .finish_non_exhaustive()
     }
+}
+
+/// This machine's wall clock, ms since the Unix epoch.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -302,6 +316,8 @@ impl RedisStore {
             script: redis::Script::new(BATCH_SCRIPT),
             conn: RwLock::new(None),
             healthy: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(0),
+            clock_known: AtomicBool::new(false),
             stats: RedisStats::default(),
         }
     }
@@ -344,6 +360,41 @@ impl RedisStore {
         }
     }
 
+    /// Measures Redis' clock against this machine's (`TIME`, halfway through the round
+    /// trip).
+    async fn measure_clock(&self, conn: &mut Conn) {
+        let sent = wall_ms();
+        let time = tokio::time::timeout(
+            self.timeout,
+            conn.command::<(String, String)>(&redis::cmd("TIME")),
+        )
+        .await;
+        let received = wall_ms();
+        if let Ok(Ok((seconds, micros))) = time
+            && let (Ok(seconds), Ok(micros)) = (seconds.parse::<i64>(), micros.parse::<i64>())
+        {
+            let redis_ms = seconds.saturating_mul(1000).saturating_add(micros / 1000);
+            let local_ms = (sent + received) / 2;
+            self.clock_offset_ms
+                .store(redis_ms.saturating_sub(local_ms), Ordering::Relaxed);
+            self.clock_known.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The deadline of a batch sent now, in Redis' clock: half the timeout from now, so
+    /// that a batch Redis runs in time has the other half to answer. Past it Redis refuses
+    /// the batch: a request this node reported failed (timed out) never lands later.
+    fn deadline(&self) -> Option<u64> {
+        if !self.clock_known.load(Ordering::Relaxed) {
+            return None;
+        }
+        let half = i64::try_from(self.timeout.as_millis() / 2).unwrap_or(i64::MAX);
+        let at = wall_ms()
+            .saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+            .saturating_add(half);
+        u64::try_from(at).ok()
+    }
+
     /// One health check: connect if needed, ping, make sure the script is loaded.
     async fn check(&self) -> bool {
         let conn = self.conn.read().await.clone();
@@ -365,6 +416,9 @@ impl RedisStore {
         let ping =
             tokio::time::timeout(self.timeout, conn.command::<String>(&redis::cmd("PING"))).await;
         let healthy = matches!(ping, Ok(Ok(_)));
+        if healthy {
+            self.measure_clock(&mut conn).await;
+        }
         if healthy && !self.is_healthy() {
             // After an outage the server may have restarted without our script.
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(BATCH_SCRIPT).clone();
@@ -489,17 +543,22 @@ impl RedisStore {
     fn pipeline<'a>(&self, calls: impl Iterator<Item = &'a Encoded>) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let deadline = self.deadline();
         for call in calls {
             match &call.plain {
                 Some(plain) => {
                     pipe.cmd(plain.command).arg(&plain.args);
                 }
                 None => {
-                    pipe.cmd("EVALSHA")
+                    let cmd = pipe
+                        .cmd("EVALSHA")
                         .arg(self.script.get_hash())
                         .arg(call.keys.len())
-                        .arg(&call.keys)
-                        .arg(&call.args);
+                        .arg(&call.keys);
+                    match deadline {
+                        Some(deadline) => cmd.arg(call.args_with_deadline(deadline)),
+                        None => cmd.arg(&call.args),
+                    };
                 }
             }
         }

@@ -1,0 +1,161 @@
+//! Faults lose nothing (issue 13): a store that stalls or restarts, and clients that stall.
+//! A real `redis-server` is paused (SIGSTOP / SIGCONT) and restarted under a node.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail loudly"
+)]
+
+use std::time::{Duration, Instant};
+
+use roster_host::config::{Clock, Config};
+use roster_tests::{EPOCH_MS, RedisServer, TestHost, eventually};
+use serde_json::json;
+
+/// A node on `redis` with a short store timeout.
+async fn node(redis: &RedisServer, adjust: impl FnOnce(&mut Config)) -> TestHost {
+    let url = redis.url();
+    let host = TestHost::start_with(move |c| {
+        c.redis_url = Some(url);
+        c.clock = Clock::manual(EPOCH_MS);
+        c.redis_timeout_ms = 300;
+        adjust(c);
+    })
+    .await;
+    eventually("the node reaches Redis", || async {
+        host.hub.store.ping().await.is_ok()
+    })
+    .await;
+    // The health task has measured Redis' clock once it answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host
+}
+
+/// A write whose ack said it failed (the store timed out) never lands later: joins,
+/// heartbeats, metadata writes and publishes sent while Redis is frozen all fail, and none
+/// of them is in the store once Redis thaws. The client's retry then appears once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reported_failed_never_lands_later() {
+    let redis = RedisServer::start().await;
+    let host = node(&redis, |_| {}).await;
+    let mut watcher = host.connect().await;
+    let (watcher_conn, ..) = watcher.join("lobby", "wat", json!({"v": 0})).await;
+    let http = host.http();
+
+    let beat_path = format!("/v1/connections/{watcher_conn}/heartbeat");
+    redis.pause();
+    // Sent at once, before the node knows Redis froze: these reach Redis' socket and would
+    // run when it thaws.
+    let (join, beat, meta, publish) = tokio::join!(
+        http.send(
+            "POST",
+            "/v1/rooms/lobby/connections",
+            Some(json!({"userId": "ada"}))
+        ),
+        http.send("POST", &beat_path, Some(json!({"patchState": {"v": 1}}))),
+        http.send(
+            "PUT",
+            "/v1/channels/room/lobby/metadata",
+            Some(json!({"items": [{"key": "topic", "value": "lost"}], "actorUserId": "ada"}))
+        ),
+        http.send(
+            "POST",
+            "/v1/channels/chat/messages",
+            Some(json!({"payload": "lost"}))
+        ),
+    );
+    for (what, (status, reply)) in [
+        ("join", join),
+        ("heartbeat", beat),
+        ("metadata", meta),
+        ("publish", publish),
+    ] {
+        assert_eq!(status, 503, "{what}: {reply}");
+        assert_eq!(reply["error"]["code"], json!("STORE_UNAVAILABLE"), "{what}");
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    redis.resume();
+    eventually("the node is ready again", || async {
+        http.send("GET", "/readyz", None).await.0 == 200
+    })
+    .await;
+    // Whatever Redis had queued ran now, after its deadline: refused, nothing applied.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let members = http.members("lobby").await;
+    assert_eq!(members.len(), 1, "only the watcher: {members:?}");
+    assert_eq!(members[0]["state"], json!({"v": 0}));
+    let meta = http
+        .ok("GET", "/v1/channels/room/lobby/metadata", None)
+        .await;
+    assert_eq!(meta["items"], json!([]));
+    let history = http.ok("GET", "/v1/channels/chat/messages", None).await;
+    assert_eq!(history["seq"], json!(0));
+    watcher.expect_silence(Duration::from_millis(300)).await;
+
+    // The retry lands, once.
+    http.ok(
+        "POST",
+        "/v1/rooms/lobby/connections",
+        Some(json!({"userId": "ada"})),
+    )
+    .await;
+    assert_eq!(http.members("lobby").await.len(), 2);
+    let join = watcher.next_event().await;
+    assert_eq!(join["userId"], json!("ada"));
+}
+
+/// Once the node knows the store is down, every request fails at once (not after a
+/// timeout): joins into new rooms, heartbeats, reads, metadata, publishes, subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_fails_fast_while_the_store_is_down() {
+    let redis = RedisServer::start().await;
+    let host = node(&redis, |_| {}).await;
+    let mut client = host.connect().await;
+    let (conn, ..) = client.join("lobby", "ada", json!({})).await;
+    let http = host.http();
+    redis.pause();
+    eventually("/readyz says 503", || async {
+        http.send("GET", "/readyz", None).await.0 == 503
+    })
+    .await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let requests = [
+            (
+                "presence:join",
+                json!({"roomId": format!("new-{i}"), "userId": "bob"}),
+            ),
+            ("presence:heartbeat", json!({"connId": conn})),
+            ("presence:count", json!({"roomId": "lobby"})),
+            (
+                "metadata:get",
+                json!({"channelType": "room", "channelName": "lobby"}),
+            ),
+            ("message:publish", json!({"channel": "chat", "payload": i})),
+            ("message:subscribe", json!({"channel": format!("ch-{i}")})),
+        ];
+        for (event, data) in requests {
+            let started = Instant::now();
+            client.fails(event, data, "STORE_UNAVAILABLE").await;
+            slowest = slowest.max(started.elapsed());
+        }
+        let started = Instant::now();
+        let (status, _) = http
+            .send(
+                "POST",
+                &format!("/v1/rooms/http-{i}/connections"),
+                Some(json!({"userId": "bob"})),
+            )
+            .await;
+        assert_eq!(status, 503);
+        slowest = slowest.max(started.elapsed());
+    }
+    // The store timeout is 300 ms: a request that waited for it would show here.
+    assert!(
+        slowest < Duration::from_millis(100),
+        "the slowest request took {slowest:?}"
+    );
+    redis.resume();
+}
