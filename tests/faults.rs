@@ -159,3 +159,97 @@ async fn every_request_fails_fast_while_the_store_is_down() {
     );
     redis.resume();
 }
+
+/// A `/ws` reader that stops reading is closed as a slow reader within a bounded number of
+/// events (its queue plus a bounded kernel buffer, not megabytes), gets the documented 1008
+/// once it reads again, and a normal client's heartbeats stay fast meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_closed_with_1008_within_bounds() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let host = TestHost::start().await;
+    // The stalled client: a small receive buffer of its own, so what it holds is the
+    // server's doing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(host.addr).await.unwrap();
+    let (mut stalled, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws", host.addr), stream)
+            .await
+            .unwrap();
+    {
+        use futures_util::SinkExt;
+        stalled
+            .send(Message::text(
+                json!({"id": 1, "event": "presence:join", "data": {"roomId": "flood", "userId": "slow"}})
+                    .to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+    // Read the join's frames, then stop reading.
+    for _ in 0..2 {
+        stalled.next().await.unwrap().unwrap();
+    }
+
+    let mut normal = host.connect().await;
+    let (normal_conn, ..) = normal.join("flood", "normal", json!({})).await;
+    let mut sender = host.connect().await;
+    let (sender_conn, ..) = sender.join("flood", "sender", json!({})).await;
+    let blob = "x".repeat(1024);
+    let mut sent = 0;
+    let mut slowest_beat = Duration::ZERO;
+    while host
+        .hub
+        .bus
+        .stats
+        .slow_readers
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            sent < 4_000,
+            "the stalled reader was not closed after {sent} events"
+        );
+        sender
+            .ok(
+                "presence:heartbeat",
+                json!({"connId": sender_conn, "patchState": {"n": sent, "blob": blob}}),
+            )
+            .await;
+        sent += 1;
+        if sent % 50 == 0 {
+            let started = Instant::now();
+            normal
+                .ok("presence:heartbeat", json!({"connId": normal_conn}))
+                .await;
+            slowest_beat = slowest_beat.max(started.elapsed());
+            normal.drain_events();
+        }
+        sender.drain_events();
+    }
+    // Its queue (1,024) plus ~130 KiB of kernel buffers on each side, at ~1.1 KiB each.
+    assert!(sent < 1_600, "closed only after {sent} events");
+    assert!(
+        slowest_beat < Duration::from_millis(250),
+        "a normal client's heartbeat took {slowest_beat:?}"
+    );
+    // Reading again, it finds the 1008 close after what was in flight.
+    let mut close = None;
+    let mut events = 0;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), stalled.next()).await
+    {
+        match message {
+            Ok(Message::Close(frame)) => {
+                close = frame;
+                break;
+            }
+            Ok(_) => events += 1,
+            Err(_) => break,
+        }
+    }
+    let close = close.unwrap_or_else(|| panic!("no Close frame after {events} events"));
+    assert_eq!(close.code, CloseCode::Policy, "{close:?}");
+}

@@ -34,6 +34,10 @@ pub const DEFAULT_MESSAGE_HISTORY_TTL_MS: u64 = 300_000;
 /// Ten seconds: a phone switching networks or a laptop waking comes back well within it,
 /// and a tab that closed is announced gone soon enough.
 pub const DEFAULT_RESUME_GRACE_MS: u64 = 10_000;
+/// 64 KiB of kernel send buffer per socket: a few hundred events in flight; past it a
+/// socket's own queue holds what waits, and a reader that stops is noticed (1008) within
+/// `ROSTER_MAX_PENDING_MESSAGES` events instead of after megabytes.
+pub const DEFAULT_SEND_BUFFER_BYTES: usize = 64 * 1024;
 /// Channels one socket may subscribe to.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100;
 /// A node that stops renewing is declared dead this long after its last renewal: far below

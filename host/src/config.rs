@@ -169,6 +169,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_RESUME_GRACE_MS", default_value_t = DEFAULT_RESUME_GRACE_MS)]
     pub resume_grace_ms: u64,
 
+    /// Kernel send buffer of each accepted connection (bytes; 0: the kernel's default,
+    /// which grows to megabytes for a reader that stopped).
+    #[arg(long, env = "ROSTER_SEND_BUFFER_BYTES", default_value_t = DEFAULT_SEND_BUFFER_BYTES)]
+    pub send_buffer_bytes: usize,
+
     /// Channels one socket may subscribe to; more is `FORBIDDEN`.
     #[arg(long, env = "ROSTER_MAX_SUBSCRIPTIONS", default_value_t = DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
@@ -444,6 +449,7 @@ impl Default for Config {
             message_history_ttl_ms: DEFAULT_MESSAGE_HISTORY_TTL_MS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             resume_grace_ms: DEFAULT_RESUME_GRACE_MS,
+            send_buffer_bytes: DEFAULT_SEND_BUFFER_BYTES,
             max_metadata_items: DEFAULT_MAX_METADATA_ITEMS,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             lock_ttl_ms: DEFAULT_LOCK_TTL_MS,

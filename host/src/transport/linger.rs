@@ -12,7 +12,10 @@
 //!
 //! Every accepted connection also gets `TCP_NODELAY`: replies and events are small frames
 //! written one after another, and with Nagle's algorithm a frame written while the previous
-//! one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux).
+//! one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux). And a bounded
+//! send buffer (`ROSTER_SEND_BUFFER_BYTES`): the kernel would otherwise grow it to
+//! megabytes for a peer that stopped reading, holding thousands of events before the
+//! socket's own bounded queue notices a slow reader.
 
 use std::io;
 use std::pin::Pin;
@@ -42,14 +45,18 @@ const DISCARD_CHUNK: usize = 4096;
 pub struct Listener {
     inner: TcpListener,
     lingering: Arc<Semaphore>,
+    /// `SO_SNDBUF` of accepted sockets; 0: the kernel's default.
+    send_buffer: usize,
 }
 
 impl Listener {
-    /// Wraps a bound listener.
-    pub fn new(inner: TcpListener) -> Self {
+    /// Wraps a bound listener; accepted sockets get `send_buffer` bytes of kernel send
+    /// buffer (0: the kernel's default).
+    pub fn new(inner: TcpListener, send_buffer: usize) -> Self {
         Listener {
             inner,
             lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
+            send_buffer,
         }
     }
 }
@@ -62,6 +69,12 @@ impl axum::serve::Listener for Listener {
         let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "TCP_NODELAY not set on an accepted socket");
+        }
+        if self.send_buffer > 0
+            && let Err(error) =
+                socket2::SockRef::from(&stream).set_send_buffer_size(self.send_buffer)
+        {
+            tracing::debug!(%error, "SO_SNDBUF not set on an accepted socket");
         }
         let connection = Connection {
             stream: Some(stream),

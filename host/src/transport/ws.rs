@@ -40,6 +40,9 @@ use crate::session::Session;
 /// application's.
 const TOKEN_EXPIRED: u16 = 4401;
 
+/// How long one frame may take to reach the kernel: past it the reader is slow (1008).
+const SEND_STALL: Duration = Duration::from_secs(10);
+
 /// How long a closing socket may take to accept its Close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -302,11 +305,20 @@ async fn write_loop(
             _ = ping.tick() => Message::Ping(Default::default()),
         };
         // A reader that stopped reading blocks this send once its TCP buffers are full:
-        // closing the socket must not wait for it.
+        // closing the socket must not wait for it, and a send stuck that long is a slow
+        // reader even if its queue never fills (few, large events).
         tokio::select! {
             biased;
             () = &mut cancelled => break,
-            sent = sink.send(message) => if sent.is_err() { return },
+            sent = tokio::time::timeout(SEND_STALL, sink.send(message)) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(peer = peer.id, "closing a slow reader: a send stalled for {SEND_STALL:?}");
+                    peer.close(CloseReason::SlowReader);
+                    break;
+                }
+            },
         }
     }
     let (code, reason) = match peer.close_reason() {
