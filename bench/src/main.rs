@@ -224,13 +224,28 @@ struct Member {
     conn_id: String,
 }
 
-/// Opens and joins `count` clients, client `i` in `room(i)`.
+/// Opens and joins `count` clients, client `i` in `room(i)`; the first failure fails all.
 async fn join_fleet(
     target: &TargetArgs,
     count: usize,
     room: impl Fn(usize) -> String,
     on_event: OnEvent,
 ) -> anyhow::Result<(Vec<Arc<Member>>, Histogram<u64>, Duration)> {
+    let (members, latency, took, refused) =
+        join_fleet_counting(target, count, room, on_event, false).await?;
+    debug_assert!(refused.is_empty());
+    Ok((members, latency, took))
+}
+
+/// Like [`join_fleet`]; with `tolerate`, clients the server refuses (a full node answers
+/// 503, a join may be refused) are counted and returned as errors instead of failing all.
+async fn join_fleet_counting(
+    target: &TargetArgs,
+    count: usize,
+    room: impl Fn(usize) -> String,
+    on_event: OnEvent,
+    tolerate: bool,
+) -> anyhow::Result<(Vec<Arc<Member>>, Histogram<u64>, Duration, Vec<String>)> {
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(target.connect_concurrency));
     let mut tasks = Vec::with_capacity(count);
@@ -276,12 +291,18 @@ async fn join_fleet(
     }
     let mut members = Vec::with_capacity(count);
     let mut latency = histogram();
+    let mut refused = Vec::new();
     for task in tasks {
-        let (member, took) = task.await??;
-        record(&mut latency, micros(took));
-        members.push(member);
+        match task.await? {
+            Ok((member, took)) => {
+                record(&mut latency, micros(took));
+                members.push(member);
+            }
+            Err(error) if tolerate => refused.push(format!("{error:#}")),
+            Err(error) => return Err(error),
+        }
     }
-    Ok((members, latency, started.elapsed()))
+    Ok((members, latency, started.elapsed(), refused))
 }
 
 /// One load run's results.
@@ -685,15 +706,29 @@ async fn main() -> anyhow::Result<()> {
             let baseline = pid.and_then(sample);
             let fan = FanOut::new();
             let rooms = connections.div_ceil(room_size.max(1));
-            let (members, _, took) =
-                join_fleet(&target, connections, rooms_of(rooms), fan.on_event()).await?;
+            let (members, _, took, refused) = join_fleet_counting(
+                &target,
+                connections,
+                rooms_of(rooms),
+                fan.on_event(),
+                true,
+            )
+            .await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
             let after = pid.and_then(sample);
             println!(
-                "idle: {} joined connections in {rooms} rooms (joined in {:.1} s)",
+                "idle: {} joined connections in {rooms} rooms (joined in {:.1} s); {} refused{}",
                 members.len(),
-                took.as_secs_f64()
+                took.as_secs_f64(),
+                refused.len(),
+                refused
+                    .first()
+                    .map(|why| format!(" (first: {why})"))
+                    .unwrap_or_default()
             );
+            if members.is_empty() {
+                bail!("the server refused every connection");
+            }
             match (baseline, after) {
                 (Some(b), Some(a)) => println!(
                     "RESULT: server RSS {:.1} -> {:.1} MiB: {:.2} KiB per connection",

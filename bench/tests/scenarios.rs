@@ -140,6 +140,16 @@ async fn join_storm_and_idle_connections() {
     assert!(out.contains("KiB per connection"), "{out}");
 }
 
+/// `idle` past the server's socket limit counts the refusals and still reports memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_past_the_limit_counts_refusals() {
+    let host = TestHost::start_with(|c| c.max_sockets = 20).await;
+    let out = bench(&host, &["idle", "--connections", "30"]).await;
+    assert!(out.contains("20 joined connections"), "{out}");
+    assert!(out.contains("10 refused"), "{out}");
+    assert!(out.contains("KiB per connection"), "{out}");
+}
+
 /// Every publish reaches every subscriber once (the scenario fails otherwise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_every_subscriber() {
