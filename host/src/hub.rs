@@ -580,6 +580,26 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
     }
 }
 
+/// How often idle component instances that no call needed are dropped.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Trims the components' idle instances to what the load used, until the hub shuts down:
+/// after a burst, the memory its extra instances touched goes back to the system.
+pub async fn trim_idle_instances(hub: Arc<Hub>) {
+    let mut interval = tokio::time::interval(TRIM_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let dropped = hub.runtime.trim_idle();
+        if dropped > 0 {
+            tracing::debug!(dropped, "dropped idle component instances");
+        }
+    }
+}
+
 /// How long a channel's next message may be missing (while later ones wait) before its
 /// history is read: far above the spread of Pub/Sub deliveries, far below what a user
 /// notices.

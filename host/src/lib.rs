@@ -207,6 +207,7 @@ impl Node {
         background.spawn(hub::retry_deferred_leaves(Arc::clone(&hub)));
         background.spawn(hub::run_heartbeat_batcher(Arc::clone(&hub)));
         background.spawn(hub::fill_message_gaps(Arc::clone(&hub)));
+        background.spawn(hub::trim_idle_instances(Arc::clone(&hub)));
         if let (true, Some(dir)) = (
             hub.config().watch_components,
             hub.config().components_dir.clone(),

@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -73,6 +73,10 @@ const TABLES_PER_COMPONENT: u32 = 8;
 
 /// Swap and rollback events kept per slot for the admin API.
 const EVENTS_KEPT: usize = 32;
+
+/// Idle instances a slot keeps however quiet it is: a lone call never waits for an
+/// instantiation.
+pub const KEEP_IDLE: usize = 2;
 
 /// The four slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -458,6 +462,9 @@ struct Version<W: World> {
     pre: W::Pre,
     /// Idle instances of this version; calls pop one and push it back when they succeed.
     idle: Mutex<Vec<Instance<W>>>,
+    /// The fewest idle instances seen since the last trim ([`Runtime::trim_idle`]): that
+    /// many were never needed.
+    low_water: AtomicUsize,
     calls: AtomicU64,
     failures: AtomicU64,
     /// Set once the guard rails rolled this version back.
@@ -734,6 +741,26 @@ impl Runtime {
         })
     }
 
+    /// Drops the idle instances no call needed since the last trim (keeping
+    /// [`KEEP_IDLE`] per slot), so a node's memory follows its load: each instance holds
+    /// the linear memory its calls touched, and the pooling allocator returns a dropped
+    /// instance's pages to the system. Returns how many were dropped.
+    pub fn trim_idle(&self) -> usize {
+        fn trim<W: World>(slot: &Slot<W>) -> usize {
+            let version = slot.current.load();
+            let unused = version.low_water.swap(usize::MAX, Ordering::Relaxed);
+            let dropped: Vec<Instance<W>> = {
+                let mut idle = version.idle.lock();
+                let surplus = unused.min(idle.len().saturating_sub(KEEP_IDLE));
+                let keep = idle.len() - surplus;
+                idle.drain(keep..).collect()
+            };
+            // Dropped here, outside the lock.
+            dropped.len()
+        }
+        trim(&self.presence) + trim(&self.metadata) + trim(&self.reaper) + trim(&self.policy)
+    }
+
     /// Per-slot counters.
     pub fn stats(&self) -> [SlotStats; 4] {
         [
@@ -888,7 +915,12 @@ impl Runtime {
         call: impl AsyncFnOnce(&W, &mut wasmtime::Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let slot = W::SLOT.as_str();
-        let idle = version.idle.lock().pop();
+        let idle = {
+            let mut idle = version.idle.lock();
+            let instance = idle.pop();
+            version.low_water.fetch_min(idle.len(), Ordering::Relaxed);
+            instance
+        };
         let mut instance = match idle {
             Some(instance) => instance,
             None => {
@@ -1132,6 +1164,7 @@ fn prepare<W: World>(
         swapped_in,
         pre,
         idle: Mutex::new(Vec::new()),
+        low_water: AtomicUsize::new(usize::MAX),
         calls: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         rolled_back: AtomicBool::new(false),
