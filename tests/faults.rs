@@ -253,3 +253,107 @@ async fn a_stalled_reader_is_closed_with_1008_within_bounds() {
     let close = close.unwrap_or_else(|| panic!("no Close frame after {events} events"));
     assert_eq!(close.code, CloseCode::Policy, "{close:?}");
 }
+
+/// Connections that never finish a request are closed: one that sends nothing, one that
+/// sends half a request line, one whose body stops short of its Content-Length; a normal
+/// client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = TestHost::start().await;
+    let open = |bytes: &'static [u8]| {
+        let addr = host.addr;
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            stream
+        }
+    };
+    let silent = open(b"").await;
+    let half_line = open(b"GET /healthz HT").await;
+    let short_body = open(
+        b"POST /v1/rooms/lobby/connections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"userId\":",
+    )
+    .await;
+    let started = Instant::now();
+    let mut normal = host.connect().await;
+    let (conn, ..) = normal.join("lobby", "ada", json!({})).await;
+    // Each of the three ends (EOF, reset or a 408/400 answer) within the bounds.
+    let mut ended = Vec::new();
+    for (what, mut stream) in [
+        ("silent", silent),
+        ("half a line", half_line),
+        ("short body", short_body),
+    ] {
+        let mut buf = vec![0u8; 4096];
+        let mut answer = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("{what}: still open after {:?}", started.elapsed()),
+            }
+        }
+        ended.push((
+            what,
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        ));
+        // The normal client is served throughout.
+        let beat = Instant::now();
+        normal
+            .ok("presence:heartbeat", json!({"connId": conn}))
+            .await;
+        assert!(beat.elapsed() < Duration::from_millis(250));
+    }
+    for (what, after, answer) in &ended {
+        assert!(
+            *after < Duration::from_secs(13),
+            "{what} closed only after {after:?}"
+        );
+        if *what == "short body" {
+            assert!(answer.contains(" 400 "), "{what}: {answer}");
+            assert!(answer.contains("did not arrive"), "{what}: {answer}");
+        }
+    }
+    let (_, metrics) = host.http().send("GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("roster_connections_timed_out_total 2"),
+        "{metrics}"
+    );
+}
+
+/// A flood of connections that send nothing cannot lock clients out: past the cap of
+/// waiting connections the oldest are closed, and `/healthz` and new sockets are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_does_not_lock_clients_out() {
+    let host = TestHost::start().await;
+    let mut idle = Vec::new();
+    for _ in 0..1_200 {
+        idle.push(tokio::net::TcpStream::connect(host.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let (status, _) = host.http().send("GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+    let mut client = host.connect().await;
+    client.join("lobby", "ada", json!({})).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(
+        "the oldest idle connections are closed to make room",
+        || async {
+            host.hub
+                .connection_stats
+                .evicted
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1_200 - 1_024
+        },
+    )
+    .await;
+}

@@ -64,6 +64,8 @@ pub struct Hub {
     beats_rx: parking_lot::Mutex<Option<mpsc::Receiver<Beat>>>,
     /// Heartbeat calls made and heartbeats they carried, for `/metrics`.
     pub heartbeat_stats: HeartbeatStats,
+    /// Connections closed before their first request (too slow, or to make room).
+    pub connection_stats: Arc<crate::transport::linger::PendingStats>,
     /// Verifies tokens; none in open mode (no key configured).
     verifier: Option<Verifier>,
     /// `/v1` requests per principal (per address in open mode); none when off.
@@ -174,6 +176,7 @@ impl Hub {
             beats,
             beats_rx: parking_lot::Mutex::new(Some(beats_rx)),
             heartbeat_stats: HeartbeatStats::default(),
+            connection_stats: Arc::default(),
             verifier,
             http_limiter,
         }

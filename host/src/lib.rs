@@ -224,7 +224,11 @@ impl Node {
         let (drained, on_drained) = tokio::sync::oneshot::channel::<()>();
         // TCP_NODELAY (Nagle's delay was the benchmarks' whole p99) and lingering closes
         // (a peer still sending reads the server's last frame instead of a reset).
-        let listener = transport::linger::Listener::new(listener, hub.config().send_buffer_bytes);
+        let listener = transport::linger::Listener::new(
+            listener,
+            hub.config().send_buffer_bytes,
+            Arc::clone(&hub.connection_stats),
+        );
         let app = app.into_make_service_with_connect_info::<transport::linger::PeerAddr>();
         let served = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;

@@ -101,18 +101,29 @@ pub async fn read_body(request: Request, max: usize, code: ErrorCode) -> Result<
     {
         return Err(too_large(declared.to_string()));
     }
-    axum::body::to_bytes(request.into_body(), max)
+    // A body that stops short of its Content-Length would otherwise hold the request (and
+    // its connection) forever.
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(request.into_body(), max))
         .await
-        .map_err(|error| {
-            let over_limit = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                too_large(String::from("more than that"))
-            } else {
-                ApiError::new(code, format!("the body could not be read: {error}"))
-            }
-        })
+        .map_err(|_| {
+            ApiError::new(
+                code,
+                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+            )
+        })?;
+    read.map_err(|error| {
+        let over_limit = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large(String::from("more than that"))
+        } else {
+            ApiError::new(code, format!("the body could not be read: {error}"))
+        }
+    })
 }
+
+/// How long a request body may take to arrive in full.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every `/v1` request: routed, authenticated, counted against its principal's rate,
 /// read, decoded and run as the operation table says.

@@ -10,6 +10,13 @@
 //! closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. At most
 //! [`MAX_LINGERING`] connections linger at once; past that a connection closes at once.
 //!
+//! **Complete requests, in time.** A connection must deliver its first request head (up to
+//! the blank line) within [`HEAD_TIMEOUT`] of being accepted, or it is closed; and at most
+//! [`MAX_PENDING`] connections may be waiting for their first head at once: past that the
+//! oldest waiting one is closed, so connections that send nothing (or half a request line)
+//! cannot pile up until the file descriptors run out, and a new client (`/healthz`
+//! included) always gets in. Both are logged (at most every 10 s) and counted.
+//!
 //! Every accepted connection also gets `TCP_NODELAY`: replies and events are small frames
 //! written one after another, and with Nagle's algorithm a frame written while the previous
 //! one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux). And a bounded
@@ -17,11 +24,15 @@
 //! megabytes for a peer that stopped reading, holding thousands of events before the
 //! socket's own bounded queue notices a slow reader.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,6 +51,100 @@ pub const MAX_LINGERING: usize = 1024;
 /// Bytes read per discard: small, since every lingering connection holds one.
 const DISCARD_CHUNK: usize = 4096;
 
+/// How long a new connection may take to deliver its first request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections waiting for their first request head at once; past it the oldest is closed.
+pub const MAX_PENDING: usize = 1024;
+
+/// Connections closed for not delivering a request head in time, or to make room.
+#[derive(Debug, Default)]
+pub struct PendingStats {
+    /// Closed at [`HEAD_TIMEOUT`].
+    pub timed_out: AtomicU64,
+    /// Closed to make room for a newer connection.
+    pub evicted: AtomicU64,
+}
+
+/// A connection still waiting for its first request head.
+#[derive(Debug, Default)]
+struct Pending {
+    evicted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// The connections waiting for their first head, oldest first.
+#[derive(Debug, Default)]
+struct PendingSet {
+    queue: Mutex<VecDeque<Weak<Pending>>>,
+    stats: Arc<PendingStats>,
+    /// When a refusal was last logged.
+    logged: Mutex<Option<std::time::Instant>>,
+}
+
+impl PendingSet {
+    /// Registers a new connection, closing the oldest waiting ones past [`MAX_PENDING`].
+    fn add(&self) -> Arc<Pending> {
+        let pending = Arc::new(Pending::default());
+        let mut queue = self.queue.lock();
+        queue.retain(|weak| weak.strong_count() > 0);
+        while queue.len() >= MAX_PENDING {
+            if let Some(oldest) = queue.pop_front().and_then(|weak| weak.upgrade()) {
+                oldest.evicted.store(true, Ordering::Relaxed);
+                if let Some(waker) = oldest.waker.lock().take() {
+                    waker.wake();
+                }
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                self.log("closing the oldest connection that sent no request yet, to make room");
+            }
+        }
+        queue.push_back(Arc::downgrade(&pending));
+        pending
+    }
+
+    fn log(&self, what: &str) {
+        let mut logged = self.logged.lock();
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            *logged = Some(std::time::Instant::now());
+            tracing::warn!(
+                timed_out = self.stats.timed_out.load(Ordering::Relaxed),
+                evicted = self.stats.evicted.load(Ordering::Relaxed),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// A connection's watch for its first complete request head.
+#[derive(Debug)]
+struct HeadWatch {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    pending: Arc<Pending>,
+    set: Arc<PendingSet>,
+    /// How much of `\r\n\r\n` the bytes read so far end with.
+    matched: usize,
+}
+
+impl HeadWatch {
+    /// Scans newly read bytes; true once the head's blank line went by.
+    fn saw_head(&mut self, bytes: &[u8]) -> bool {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for &byte in bytes {
+            self.matched = if byte == END[self.matched] {
+                self.matched + 1
+            } else if byte == END[0] {
+                1
+            } else {
+                0
+            };
+            if self.matched == END.len() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// A listener whose connections linger on close (see the module docs).
 #[derive(Debug)]
 pub struct Listener {
@@ -47,16 +152,23 @@ pub struct Listener {
     lingering: Arc<Semaphore>,
     /// `SO_SNDBUF` of accepted sockets; 0: the kernel's default.
     send_buffer: usize,
+    /// Connections waiting for their first request head.
+    pending: Arc<PendingSet>,
 }
 
 impl Listener {
     /// Wraps a bound listener; accepted sockets get `send_buffer` bytes of kernel send
-    /// buffer (0: the kernel's default).
-    pub fn new(inner: TcpListener, send_buffer: usize) -> Self {
+    /// buffer (0: the kernel's default); connections closed before their first request
+    /// are counted in `stats`.
+    pub fn new(inner: TcpListener, send_buffer: usize, stats: Arc<PendingStats>) -> Self {
         Listener {
             inner,
             lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
             send_buffer,
+            pending: Arc::new(PendingSet {
+                stats,
+                ..PendingSet::default()
+            }),
         }
     }
 }
@@ -79,6 +191,12 @@ impl axum::serve::Listener for Listener {
         let connection = Connection {
             stream: Some(stream),
             lingering: Arc::clone(&self.lingering),
+            head: Some(HeadWatch {
+                deadline: Box::pin(tokio::time::sleep(HEAD_TIMEOUT)),
+                pending: self.pending.add(),
+                set: Arc::clone(&self.pending),
+                matched: 0,
+            }),
         };
         (connection, addr)
     }
@@ -108,6 +226,8 @@ pub struct Connection {
     stream: Option<TcpStream>,
     /// Places for lingering connections, shared by the listener's connections.
     lingering: Arc<Semaphore>,
+    /// Until the first request head went by.
+    head: Option<HeadWatch>,
 }
 
 impl Connection {
@@ -124,10 +244,36 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.stream() {
-            Ok(stream) => Pin::new(stream).poll_read(cx, buf),
-            Err(error) => Poll::Ready(Err(error)),
+        let this = &mut *self;
+        if let Some(head) = &mut this.head {
+            if head.pending.evicted.load(Ordering::Relaxed) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "closed to make room: no request yet",
+                )));
+            }
+            if head.deadline.as_mut().poll(cx).is_ready() {
+                head.set.stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                head.set
+                    .log("closing connections that sent no complete request head in time");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no complete request head in time",
+                )));
+            }
+            *head.pending.waker.lock() = Some(cx.waker().clone());
         }
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+        };
+        let filled = buf.filled().len();
+        let polled = Pin::new(stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(head)) = (&polled, &mut this.head)
+            && head.saw_head(&buf.filled()[filled..])
+        {
+            this.head = None;
+        }
+        polled
     }
 }
 

@@ -172,6 +172,18 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             load(&bus.slow_readers),
         ),
         (
+            "roster_connections_timed_out_total",
+            "Connections closed for sending no complete request head within 10 s.",
+            "counter",
+            load(&hub.connection_stats.timed_out),
+        ),
+        (
+            "roster_connections_evicted_total",
+            "Connections closed before their first request to make room for newer ones.",
+            "counter",
+            load(&hub.connection_stats.evicted),
+        ),
+        (
             "roster_message_gaps_filled_total",
             "Gaps in a message channel's order filled from its history.",
             "counter",
