@@ -92,7 +92,13 @@ async fn a_write_reported_failed_never_lands_later() {
     assert_eq!(meta["items"], json!([]));
     let history = http.ok("GET", "/v1/channels/chat/messages", None).await;
     assert_eq!(history["seq"], json!(0));
-    watcher.expect_silence(Duration::from_millis(300)).await;
+    // Nothing happened in the room: the watcher hears at most that events may have been
+    // missed while Redis was frozen (`presence:resync`), never a join.
+    while let Ok(event) =
+        tokio::time::timeout(Duration::from_millis(300), watcher.next_event()).await
+    {
+        assert_eq!(event["event"], json!("presence:resync"), "{event}");
+    }
 
     // The retry lands, once.
     http.ok(
@@ -102,7 +108,9 @@ async fn a_write_reported_failed_never_lands_later() {
     )
     .await;
     assert_eq!(http.members("lobby").await.len(), 2);
-    let join = watcher.next_event().await;
+    let join = watcher
+        .next_event_where(|e| e["event"] == json!("presence:event"))
+        .await;
     assert_eq!(join["userId"], json!("ada"));
 }
 
@@ -356,4 +364,163 @@ async fn a_flood_of_idle_connections_does_not_lock_clients_out() {
         },
     )
     .await;
+}
+
+/// The event a socket gets named `name`, skipping others.
+async fn event_named(client: &mut roster_tests::WsClient, name: &str) -> serde_json::Value {
+    client.next_event_where(|e| e["event"] == json!(name)).await
+}
+
+/// Redis comes back without its data: every socket that held a connection is told at once
+/// (`presence:lost`) and may join again; channels' subscribers get `message:reset` and the
+/// sequence starts over, delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_comes_back_empty_tells_every_socket() {
+    let mut redis = RedisServer::start().await;
+    let host = node(&redis, |_| {}).await;
+    let mut ada = host.connect().await;
+    let (conn, ..) = ada.join("lobby", "ada", json!({"s": 1})).await;
+    let mut reader = host.connect().await;
+    reader
+        .ok("message:subscribe", json!({"channel": "chat"}))
+        .await;
+    for n in 0..3 {
+        host.http()
+            .ok(
+                "POST",
+                "/v1/channels/chat/messages",
+                Some(json!({"payload": n})),
+            )
+            .await;
+    }
+    for _ in 0..3 {
+        event_named(&mut reader, "message").await;
+    }
+
+    redis.restart().await;
+    let started = Instant::now();
+    let lost = event_named(&mut ada, "presence:lost").await;
+    assert_eq!(
+        (lost["roomId"].as_str(), lost["connId"].as_str()),
+        (Some("lobby"), Some(conn.as_str()))
+    );
+    let reset = event_named(&mut reader, "message:reset").await;
+    assert_eq!(reset["channel"], json!("chat"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    ada.fails(
+        "presence:heartbeat",
+        json!({"connId": conn}),
+        "UNKNOWN_CONNECTION",
+    )
+    .await;
+    // It joins again, and the channel goes on from seq 1.
+    ada.join("lobby", "ada", json!({"s": 1})).await;
+    assert_eq!(host.http().members("lobby").await.len(), 1);
+    host.http()
+        .ok(
+            "POST",
+            "/v1/channels/chat/messages",
+            Some(json!({"payload": "after"})),
+        )
+        .await;
+    let message = event_named(&mut reader, "message").await;
+    assert_eq!(
+        (message["seq"].clone(), message["payload"].clone()),
+        (json!(1), json!("after"))
+    );
+}
+
+/// After Redis restarts, a node takes no request until its subscriptions are back, so a
+/// watcher that re-joins on it misses nothing the other node does: every join made on the
+/// other node is in the watcher's snapshot or reaches it as an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_events_survive_a_store_restart() {
+    const JOINS: usize = 60;
+    let mut redis = RedisServer::start().await;
+    let clock = Clock::manual(EPOCH_MS);
+    let (a_clock, b_clock) = (clock.clone(), clock.clone());
+    let a = node(&redis, move |c| c.clock = a_clock).await;
+    let b = node(&redis, move |c| c.clock = b_clock).await;
+    let mut watcher = b.connect().await;
+    watcher.join("lobby", "wat", json!({})).await;
+
+    redis.restart().await;
+    // Node A joins clients as soon as it takes requests again.
+    let http = a.http();
+    let joins = tokio::spawn(async move {
+        let mut joined = Vec::new();
+        while joined.len() < JOINS {
+            let (status, reply) = http
+                .send(
+                    "POST",
+                    "/v1/rooms/lobby/connections",
+                    Some(json!({"userId": format!("u{}", joined.len())})),
+                )
+                .await;
+            if status == 200 {
+                joined.push(reply["self"]["connId"].as_str().unwrap().to_owned());
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        joined
+    });
+    // The watcher learns its connection is gone and joins again on B.
+    event_named(&mut watcher, "presence:lost").await;
+    let mut known: std::collections::HashSet<String> = std::collections::HashSet::new();
+    loop {
+        let ack = watcher
+            .request(
+                "presence:join",
+                json!({"roomId": "lobby", "userId": "wat", "state": {}}),
+            )
+            .await;
+        if ack["ok"] == json!(true) {
+            for member in ack["snapshot"].as_array().unwrap() {
+                known.insert(member["connId"].as_str().unwrap().to_owned());
+            }
+            break;
+        }
+        assert_eq!(ack["error"]["code"], json!("STORE_UNAVAILABLE"), "{ack}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let joined = joins.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !joined.iter().all(|id| known.contains(id)) {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never heard of {} joins",
+            joined.iter().filter(|id| !known.contains(*id)).count()
+        );
+        let event = watcher.next_event().await;
+        if event["event"] == "presence:event" && event["type"] == "join" {
+            known.insert(event["connId"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+/// A Redis pause (data intact) cuts the nodes' Pub/Sub link: when it is back, sockets are
+/// told to re-read their rooms (`presence:resync`), since events may have been missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_outage_asks_watchers_to_resync() {
+    let redis = RedisServer::start().await;
+    let host = node(&redis, |_| {}).await;
+    let mut watcher = host.connect().await;
+    let (conn, ..) = watcher.join("lobby", "wat", json!({})).await;
+    redis.pause();
+    eventually("the node notices", || async {
+        host.http().send("GET", "/readyz", None).await.0 == 503
+    })
+    .await;
+    redis.resume();
+    let resync = event_named(&mut watcher, "presence:resync").await;
+    assert_eq!(resync["roomId"], json!("lobby"));
+    // Its connection is intact.
+    watcher
+        .ok("presence:heartbeat", json!({"connId": conn}))
+        .await;
 }

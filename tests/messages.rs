@@ -558,6 +558,17 @@ async fn ordered_across_nodes(redis_url: &str) {
         }
         subscribers.push(client);
     }
+    // Subscribers read as the messages come, as clients do (a socket that stops reading is
+    // closed as a slow reader).
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut client| {
+            tokio::spawn(async move {
+                let got = messages(&mut client, PUBLISHERS * EACH).await;
+                (client, got)
+            })
+        })
+        .collect();
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         let url = format!("ws://{}/ws", if p % 2 == 0 { a.addr } else { b.addr });
@@ -577,8 +588,8 @@ async fn ordered_across_nodes(redis_url: &str) {
     for task in tasks {
         task.await.unwrap();
     }
-    for mut client in subscribers {
-        let got = messages(&mut client, PUBLISHERS * EACH).await;
+    for reader in readers {
+        let (mut client, got) = reader.await.unwrap();
         let mut per_channel: HashMap<String, Vec<u64>> = HashMap::new();
         for message in &got {
             per_channel

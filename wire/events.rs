@@ -21,6 +21,14 @@ pub const PRESENCE_EVENT: &str = "presence:event";
 pub const METADATA_EVENT: &str = "metadata:event";
 /// The name of the event pushed for a published message.
 pub const MESSAGE_EVENT: &str = "message";
+/// Pushed to a room's sockets when their node may have missed some of the room's events
+/// (its link to the other nodes was down): re-read the snapshot.
+pub const RESYNC_EVENT: &str = "presence:resync";
+/// Pushed to a socket whose connection the store lost (Redis came back empty): join again.
+pub const LOST_EVENT: &str = "presence:lost";
+/// Pushed to a channel's subscribers when the store lost its history and sequence: seq
+/// starts again at 1.
+pub const RESET_EVENT: &str = "message:reset";
 
 /// An event ready for fan-out: serialised once, shared by every recipient.
 #[derive(Debug)]
@@ -122,6 +130,18 @@ impl Published {
                     seq: Some(seq),
                 }
             }
+        }
+    }
+
+    /// An event the host itself announces (`presence:resync`, `presence:lost`,
+    /// `message:reset`) about `room_id` (or channel), with `data`.
+    pub fn notice(name: &'static str, room_id: &str, data: &impl Serialize) -> Published {
+        Published {
+            room_id: room_id.to_owned(),
+            name,
+            data: to_raw(data),
+            leave_of: None,
+            seq: None,
         }
     }
 

@@ -706,14 +706,9 @@ async fn main() -> anyhow::Result<()> {
             let baseline = pid.and_then(sample);
             let fan = FanOut::new();
             let rooms = connections.div_ceil(room_size.max(1));
-            let (members, _, took, refused) = join_fleet_counting(
-                &target,
-                connections,
-                rooms_of(rooms),
-                fan.on_event(),
-                true,
-            )
-            .await?;
+            let (members, _, took, refused) =
+                join_fleet_counting(&target, connections, rooms_of(rooms), fan.on_event(), true)
+                    .await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
             let after = pid.and_then(sample);
             println!(

@@ -564,19 +564,25 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
             continue;
         }
         let mut retry = Vec::new();
-        let mut done = 0usize;
+        let (mut done, mut gone) = (0usize, 0usize);
         for conn_id in pending {
             match hub.as_host().leave(&conn_id).await {
                 Ok(_) => done += 1,
                 Err(error) if error.code == ErrorCode::StoreUnavailable => retry.push(conn_id),
-                // Gone already (reaped, or never written): nothing to do.
-                Err(_) => {}
+                // Gone already (reaped, or the store lost it): nothing to announce.
+                Err(_) => gone += 1,
             }
         }
         if done > 0 {
             tracing::info!(
                 left = done,
                 "announced leaves that failed while the store was down"
+            );
+        }
+        if gone > 0 {
+            tracing::info!(
+                gone,
+                "leaves that failed while the store was down found their connections gone (reaped, or lost with the store's data); nothing to announce"
             );
         }
         hub.deferred_leaves.lock().extend(retry);

@@ -34,7 +34,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Published, channel as room_topic, message_channel};
+use crate::protocol::{
+    LOST_EVENT, Published, RESET_EVENT, RESYNC_EVENT, channel as room_topic, message_channel,
+};
 use crate::runtime::bindings::events::Event;
 
 /// Other nodes' events for the rooms and message channels this node watches, by the
@@ -554,6 +556,77 @@ impl Bus {
                 .fetch_add(resume - next, Ordering::Relaxed);
             feed.next = Some(resume);
             feed.drain(&self.stats);
+        }
+    }
+
+    /// The node's link to the other nodes was down and is back, with the store's data
+    /// intact: events of the rooms and channels it follows may have been missed meanwhile.
+    /// Each room's sockets get `presence:resync {roomId}` (re-read the snapshot), and each
+    /// channel's history is read again for what it missed (delivered in order).
+    pub fn resync(&self) {
+        let rooms: Vec<(String, Vec<Arc<Peer>>)> = self
+            .rooms
+            .read()
+            .iter()
+            .map(|(room, members)| (room.clone(), members.values().cloned().collect()))
+            .collect();
+        for (room, members) in rooms {
+            let notice = Arc::new(Published::notice(
+                RESYNC_EVENT,
+                &room,
+                &serde_json::json!({ "roomId": room, "reason": "events may have been missed" }),
+            ));
+            for peer in members {
+                let _ = peer.push(&notice);
+            }
+        }
+        // Overdue at once: the hub's gap filler reads their history now.
+        let overdue = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        for feed in self.channels.lock().values_mut() {
+            if feed.next.is_some() {
+                feed.gap_since = Some(overdue);
+            }
+        }
+    }
+
+    /// The store lost its data (Redis came back empty): every connection held here is gone
+    /// and every channel starts over. Each socket holding one gets `presence:lost {roomId,
+    /// connId}` and holds nothing (it may join again); each channel's subscribers get
+    /// `message:reset {channel}`, and the channel's next seq is 1 again.
+    pub fn store_lost(&self) {
+        let held: Vec<(String, Arc<Peer>)> = self.conns.lock().drain().collect();
+        for (conn_id, peer) in held {
+            if let Some(binding) = peer.unbind_if(&conn_id) {
+                let notice = Arc::new(Published::notice(
+                    LOST_EVENT,
+                    &binding.room_id,
+                    &serde_json::json!({
+                        "roomId": binding.room_id,
+                        "connId": conn_id,
+                        "reason": "the store lost its data; join again",
+                    }),
+                ));
+                let _ = peer.push(&notice);
+                self.unsubscribe(&binding.room_id, peer.id);
+            }
+        }
+        for (channel, feed) in self.channels.lock().iter_mut() {
+            feed.next = Some(1);
+            feed.waiting.clear();
+            feed.gap_since = None;
+            let notice = Arc::new(Published::notice(
+                RESET_EVENT,
+                channel,
+                &serde_json::json!({ "channel": channel, "seq": 0 }),
+            ));
+            for sub in feed.subs.values_mut() {
+                if let SubState::Live { after } = &mut sub.state {
+                    *after = 0;
+                    let _ = sub.peer.push(&notice);
+                }
+            }
         }
     }
 

@@ -105,7 +105,8 @@ impl RedisFeed {
             shutdown.clone(),
         ));
         tasks.spawn(subscriber(
-            store.connect().clone(),
+            Arc::clone(&store),
+            Arc::clone(&bus),
             push,
             requests,
             shutdown.clone(),
@@ -190,19 +191,58 @@ async fn publisher(
 }
 
 async fn subscriber(
-    connect: Connect,
+    store: Arc<RedisStore>,
+    bus: Arc<Bus>,
     push: PushQueue,
     mut requests: mpsc::UnboundedReceiver<Command>,
     shutdown: CancellationToken,
 ) {
+    let connect = store.connect().clone();
     let timeout = connect.timeout;
     let mut conn: Option<Conn> = None;
     let mut watched: HashSet<String> = HashSet::new();
     let mut ping = tokio::time::interval(crate::store::redis::HEALTH_INTERVAL * 4);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Redis came back this many times, and lost its data this many, as last handled.
+    let (mut recoveries, mut resets) = (0u64, store.resets());
     loop {
+        // Redis (re)appeared: resubscribe on a fresh connection before the node takes
+        // requests again, then tell the bus what may have been missed.
+        if store.recoveries() != recoveries {
+            let now = store.recoveries();
+            let ok = if watched.is_empty() {
+                true
+            } else {
+                conn = open(&connect, &push).await;
+                let mut ok = conn.is_some();
+                if let Some(conn) = conn.as_mut() {
+                    for topic in &watched {
+                        let subscribed = tokio::time::timeout(timeout, conn.subscribe(topic)).await;
+                        ok &= matches!(subscribed, Ok(Ok(())));
+                    }
+                }
+                ok
+            };
+            if ok {
+                if recoveries > 0 {
+                    if store.resets() == resets {
+                        bus.resync();
+                    } else {
+                        bus.store_lost();
+                    }
+                }
+                resets = store.resets();
+                recoveries = now;
+                store.set_feed_ready(true);
+            } else {
+                conn = None;
+                tokio::time::sleep(crate::store::redis::HEALTH_INTERVAL).await;
+                continue;
+            }
+        }
         let command = tokio::select! {
             () = shutdown.cancelled() => return,
+            () = store.recovered.notified() => continue,
             command = requests.recv() => match command {
                 Some(command) => command,
                 None => return,

@@ -282,6 +282,19 @@ pub struct RedisStore {
     clock_offset_ms: AtomicI64,
     /// Whether `clock_offset_ms` was measured.
     clock_known: AtomicBool,
+    /// Whether the event feed's subscriptions are in place (see `bus::redis`): until they
+    /// are after an outage, the node is not ready and takes no requests, so no write is
+    /// made whose events it could miss. True when nothing uses a feed.
+    feed_ready: AtomicBool,
+    /// Times Redis came back after being unreachable (or was first reached).
+    recoveries: AtomicU64,
+    /// Wakes the feed when Redis comes back.
+    pub recovered: tokio::sync::Notify,
+    /// The store's generation (a random id kept at `roster:v1:{leases}:generation`), as
+    /// last read: a different one after an outage means Redis lost its data.
+    generation: parking_lot::Mutex<Option<String>>,
+    /// Times Redis was found to have lost its data.
+    resets: AtomicU64,
     /// Counters.
     pub stats: RedisStats,
 }
@@ -318,6 +331,11 @@ impl RedisStore {
             healthy: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
             clock_known: AtomicBool::new(false),
+            feed_ready: AtomicBool::new(true),
+            recoveries: AtomicU64::new(0),
+            recovered: tokio::sync::Notify::new(),
+            generation: parking_lot::Mutex::new(None),
+            resets: AtomicU64::new(0),
             stats: RedisStats::default(),
         }
     }
@@ -327,9 +345,51 @@ impl RedisStore {
         &self.connect
     }
 
-    /// Whether Redis answered lately.
+    /// Whether Redis answered lately and the event feed is in place: whether requests
+    /// are taken.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && self.feed_ready.load(Ordering::Relaxed)
+    }
+
+    /// Sets whether the event feed's subscriptions are in place.
+    pub fn set_feed_ready(&self, ready: bool) {
+        self.feed_ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Times Redis came back (or was first reached).
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
+    }
+
+    /// Times Redis was found to have lost its data.
+    pub fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
+    }
+
+    /// Reads the store's generation, making one when there is none; counts a reset (and
+    /// says so) when it is not the one read before.
+    async fn check_generation(&self, conn: &mut Conn) -> bool {
+        const KEY: &str = "roster:v1:{leases}:generation";
+        let fresh = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let set = redis::cmd("SET").arg(KEY).arg(&fresh).arg("NX").clone();
+        let _ = tokio::time::timeout(self.timeout, conn.command::<redis::Value>(&set)).await;
+        let get = redis::cmd("GET").arg(KEY).clone();
+        let Ok(Ok(Some(current))) =
+            tokio::time::timeout(self.timeout, conn.command::<Option<String>>(&get)).await
+        else {
+            return false;
+        };
+        let mut known = self.generation.lock();
+        let reset = known.as_ref().is_some_and(|known| *known != current);
+        if reset {
+            tracing::warn!(
+                redis = %self.connect.target.describe(),
+                "Redis came back without its data: every connection, metadata item and message history it held is gone; telling the affected sockets"
+            );
+            self.resets.fetch_add(1, Ordering::Relaxed);
+        }
+        *known = Some(current);
+        reset
     }
 
     /// Connects, then pings every [`HEALTH_INTERVAL`] until `shutdown`, keeping the health
@@ -419,7 +479,11 @@ impl RedisStore {
         if healthy {
             self.measure_clock(&mut conn).await;
         }
-        if healthy && !self.is_healthy() {
+        // A restart between two checks can go unseen (the client reconnects by itself):
+        // the generation, read at every check, tells a Redis that lost its data.
+        let reset = healthy && self.check_generation(&mut conn).await;
+        let came_back = healthy && (reset || !self.healthy.load(Ordering::Relaxed));
+        if came_back {
             // After an outage the server may have restarted without our script.
             let load = redis::cmd("SCRIPT").arg("LOAD").arg(BATCH_SCRIPT).clone();
             if let Ok(Err(error)) =
@@ -427,8 +491,15 @@ impl RedisStore {
             {
                 tracing::warn!(%error, "could not load the batch script");
             }
+            // Requests wait for the event feed to resubscribe (every node has one).
+            self.feed_ready.store(false, Ordering::Relaxed);
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
         }
         self.healthy.store(healthy, Ordering::Relaxed);
+        if came_back {
+            self.recovered.notify_waiters();
+            self.recovered.notify_one();
+        }
         healthy
     }
 
