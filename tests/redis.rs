@@ -282,7 +282,8 @@ async fn compare_and_set_across_nodes() {
 }
 
 /// kill -9 of a node with 100 connections: the survivors announce all 100 leaves soon after
-/// its lease expires (well before the TTL), each exactly once.
+/// its lease expires (well before the TTL), each exactly once. (With no resume grace: with
+/// one, they wait for it first; tests/resume.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_cleaned_up_by_the_others() {
     let redis = RedisServer::start().await;
@@ -292,6 +293,7 @@ async fn a_crashed_node_is_cleaned_up_by_the_others() {
         node_lease_ms: lease.as_millis() as u64,
         reaper_interval_ms: 100,
         rate_limit_per_sec: 0,
+        resume_grace_ms: 0,
         ..Config::default()
     };
     let mut doomed = CrashableHost::start(config()).await;

@@ -368,3 +368,58 @@ async fn a_rolling_restart_announces_no_leaves() {
     }
     drop(resumed);
 }
+
+/// kill -9 of a node: its clients' connections get the resume grace too (not just its
+/// lease): a client that comes back on another node after the lease ran out resumes; the
+/// others are announced `leave` once when the grace ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_clients_resume_elsewhere() {
+    use roster_tests::CrashableHost;
+    let redis = RedisServer::start().await;
+    let grace = Duration::from_millis(3_000);
+    let config = || Config {
+        redis_url: Some(redis.url()),
+        node_lease_ms: 1_000,
+        reaper_interval_ms: 100,
+        rate_limit_per_sec: 0,
+        resume_grace_ms: grace.as_millis() as u64,
+        ..Config::default()
+    };
+    let mut doomed = CrashableHost::start(config()).await;
+    let b = TestHost::try_start(config()).await.unwrap();
+    eventually(
+        "the survivor reaches Redis and trusts its lease",
+        || async { b.hub.store.ping().await.is_ok() && b.hub.may_reap_dead_nodes() },
+    )
+    .await;
+    let mut watcher = b.connect().await;
+    join(&mut watcher, "crash", "wat", json!({})).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let mut client = doomed.connect().await;
+        let (conn, _, token) = join(&mut client, "crash", &format!("v{i}"), json!({"i": i})).await;
+        held.push((client, conn, token));
+    }
+    for _ in 0..3 {
+        watcher.next_event().await;
+    }
+    doomed.crash();
+    // Past the dead node's lease: its connections are detached, not gone.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (_, conn, token) = &held[0];
+    let mut back = b.connect().await;
+    let ack = resume(&mut back, conn, token).await;
+    assert_eq!(ack["ok"], json!(true), "{ack}");
+    // The two that did not come back leave once, after the grace; the resumed one stays.
+    let mut left = Vec::new();
+    while left.len() < 2 {
+        let event = watcher.next_event_where(|e| e["type"] == "leave").await;
+        left.push(event["connId"].as_str().unwrap().to_owned());
+    }
+    left.sort();
+    let mut expected = vec![held[1].1.clone(), held[2].1.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+    watcher.expect_silence(Duration::from_millis(500)).await;
+    back.ok("presence:heartbeat", json!({"connId": conn})).await;
+}

@@ -1086,7 +1086,7 @@ fn same_secret(given: &str, stored: &str) -> bool {
 /// The reaper's expiry score that makes a connection stale `grace_ms` from now: the index
 /// holds last-heartbeat times, and a connection is reaped once its score is older than
 /// the TTL.
-fn detached_score(ctx: &CallContext) -> i64 {
+pub fn detached_score(ctx: &CallContext) -> i64 {
     let ttl = ctx.settings.ttl_ms;
     let grace = ctx.settings.resume_grace_ms.min(ttl);
     score(ctx.now.saturating_add(grace).saturating_sub(ttl))

@@ -12,6 +12,10 @@
 //! A paced tick (`at-most-every-ms`, for deployments without a scheduler) first takes a
 //! shared mark in the store, and does nothing when another tick took it within the pace.
 //!
+//! With a resume grace, a dead node's connections are not removed but detached (as a
+//! dropped socket's are): their clients may resume them on another node until the grace
+//! ends, when the stale scan announces the leave of those that did not.
+//!
 //! Guards make every removal exactly-once when several nodes reap at once, and keep a
 //! connection that heart-beat since the scan: a stale connection is removed only while it
 //! is still in the index with a stale score; an orphan only while its record still names
@@ -236,6 +240,25 @@ pub fn tick(ctx: &CallContext, options: TickOptions) -> Result<TickReport, Failu
             continue;
         };
         let conn_key = keys::conn_key(digest, &d.conn_id);
+        if let (Some(node), true) = (&d.dead_node, ctx.settings.resume_grace_ms > 0) {
+            // A dead node's sockets dropped without a goodbye, like any dropped socket:
+            // their connections get the resume grace (taken off the dead node, stale when
+            // it ends, when the stale scan announces their leave), so their clients can
+            // resume them on another node.
+            let mut batch = BatchBuilder::new();
+            batch.guard(db::field_is(&conn_key, f::NODE, Some(node)));
+            batch.op(db::zadd(
+                &keys::expiry_key(d.bucket),
+                &d.conn_id,
+                presence::detached_score(ctx),
+            ));
+            removals.push(batch.build());
+            removal_of.push(None);
+            let mut batch = BatchBuilder::new();
+            batch.op(db::srem(&keys::node_key(d.bucket, node), &d.conn_id));
+            removals.push(batch.build());
+            continue;
+        }
         let mut guards = Vec::new();
         if d.dead_node.is_none() {
             let expiry = keys::expiry_key(d.bucket);
