@@ -83,7 +83,10 @@ export interface ClientOptions {
   io?: (url: string, options?: any) => any;
   /** Extra options for `io()` (e.g. `path`, `transports`). Reconnection is always the SDK's. */
   socketio?: Record<string, unknown>;
-  /** The JWT, or a function called on every (re)connect and before the token expires. */
+  /**
+   * The JWT, or a function called on every (re)connect and before the token expires (its
+   * result is sent with `auth:refresh`). A fixed string the server refuses stops the client.
+   */
   token?: TokenSource;
   /** Where /ws carries the token: `"query"` (`?token=`, default, works in browsers) or `"header"` (Node `ws` only). */
   tokenIn?: "query" | "header";
@@ -103,6 +106,8 @@ export interface ClientOptions {
   presenceTtlMs?: number;
   /** Heartbeat interval (ms). Default presenceTtlMs / 3. */
   heartbeatIntervalMs?: number;
+  /** A [0, 1) source for the reconnect jitter. Default Math.random (tests pass a fixed one). */
+  random?: () => number;
 }
 
 export interface RequestOptions {
@@ -135,8 +140,14 @@ export interface ClientEvents {
   connected: () => void;
   reconnecting: () => void;
   disconnected: () => void;
-  /** A failed connection attempt or a close with a reason (the client retries by itself). */
+  /**
+   * A failed connection attempt, or a socket closed with a reason: UNAUTHORIZED for an
+   * expired token (`/ws` 4401, Socket.IO `auth:expired`), TIMEOUT for a heartbeat with no
+   * answer (a half-open socket). The client retries by itself.
+   */
   connect_error: (error: RosterError) => void;
+  /** The token function's new token was accepted by `auth:refresh`; `expiresAt` in ms (null on an open hub). */
+  refresh: (event: { expiresAt: number | null }) => void;
   /** A background failure nobody awaited (refused re-join, failed token refresh, lost lock...). */
   error: (error: RosterError) => void;
   /** Every `metadata:event` this client receives. */
@@ -155,9 +166,9 @@ export declare class RosterClient extends TypedEmitter<ClientEvents> {
   readonly room: Room | null;
   /** Starts connecting (idempotent). */
   connect(): this;
-  /** Resolves once connected; rejects if the client stops first. */
+  /** Resolves once connected; rejects if the client gives up first (with why, e.g. UNAUTHORIZED) or is closed (CLOSED). */
   ready(): Promise<void>;
-  /** Closes for good (a leave for the server); pending work fails with CLOSED. */
+  /** Closes for good with a goodbye (the server removes the connection at once); pending work fails with CLOSED. */
   close(): Promise<void>;
   /** Joins a room; a client is in one room at a time (a successful join to another room ends the current Room; a refused one keeps it). */
   join<S extends object = JsonObject>(roomId: string, state?: S, options?: { userId?: string }): Promise<Room<S>>;
@@ -165,10 +176,13 @@ export declare class RosterClient extends TypedEmitter<ClientEvents> {
   metadata(channelType: string, channelName: string): MetadataChannel;
   /** Subscribes to a message channel. */
   subscribe<P = JsonValue>(channel: string, handler?: (message: Message<P>) => void, options?: { since?: number }): Subscription<P>;
-  /** Publishes with an idempotency id (a random UUID unless given). */
+  /**
+   * Publishes with an idempotency id (a random UUID unless given): queued while disconnected,
+   * resent with the same id when the socket drops before the ack; delivered once.
+   */
   publish(channel: string, payload: JsonValue, options?: RequestOptions & { id?: string }): Promise<PublishAck>;
-  /** Asks the token function for a new token and sends `auth:refresh`. */
-  refreshToken(): Promise<void>;
+  /** Asks the token function for a new token and sends `auth:refresh` (FORBIDDEN: another user's token; UNAUTHORIZED: a bad one). */
+  refreshToken(): Promise<{ expiresAt: number | null }>;
   /** Any request; resolves with the ack when ok, else rejects with a RosterError. */
   request<A extends { ok: true } = { ok: true; [key: string]: unknown }>(
     event: string,
@@ -178,7 +192,7 @@ export declare class RosterClient extends TypedEmitter<ClientEvents> {
   getStats(): Stats;
   /** Test hooks. */
   readonly debug: {
-    /** Drops the socket without a close frame; the client reconnects. */
+    /** Drops the socket without a goodbye (as a network loss); the client reconnects and resumes. */
     dropConnection(): void;
   };
 }
@@ -214,7 +228,11 @@ export interface RoomEvents<S extends object> {
   /** After every batch of changes, with the whole member set. */
   change: (event: { members: Map<string, Member<S>>; changes: MemberChange<S>[] }) => void;
   status: (status: RoomStatus) => void;
-  /** Back in the room after a reconnect or a reap. */
+  /**
+   * Back in the room: `resumed` (the same connection, taken over after a reconnect; nobody
+   * saw a leave), `reconnected` (the connection was gone after a reconnect: joined afresh),
+   * `reaped` (the server expired it: joined afresh).
+   */
   rejoined: (event: { reason: "resumed" | "reconnected" | "reaped" }) => void;
   /** The Room ended: left, replaced by another join, refused, or the client closed. */
   left: (event: { reason: "left" | "replaced" | "refused" | "closed" }) => void;
@@ -224,6 +242,7 @@ export declare class Room<S extends object = JsonObject> extends TypedEmitter<Ro
   readonly id: string;
   readonly userId: string | undefined;
   readonly status: RoomStatus;
+  /** Our connection; `resumeToken` lets a reconnect take it over (`presence:resume`). */
   readonly self: { connId: string; epoch: number; resumeToken?: string } | null;
   readonly heartbeatIntervalMs: number;
   /** Settles on the first join. */
@@ -381,10 +400,17 @@ export interface PublishAck {
 }
 
 export interface SubscriptionEvents<P> {
+  /** Each message once, in seq order. */
   message: (message: Message<P>) => void;
-  /** History did not reach back to the last seen seq: messages were lost; reload. */
-  resync: (event: { channel: string; since: number; seq: number }) => void;
-  subscribed: (event: { channel: string; seq: number }) => void;
+  /**
+   * History did not reach back to `since` (the last seq delivered), or the channel started
+   * over: messages were lost; reload. `messages` is what history still held (not delivered
+   * to `message` listeners); delivery goes on after `seq`.
+   */
+  resync: (event: { channel: string; since: number; seq: number; messages: Message<P>[] }) => void;
+  /** Every (re)subscription's ack: `recovered` says whether missed messages were all recovered (undefined on a fresh subscribe). */
+  subscribed: (event: { channel: string; seq: number; recovered: boolean | undefined }) => void;
+  /** A refused re-subscription (retried by itself). */
   error: (error: RosterError) => void;
 }
 

@@ -1,5 +1,5 @@
-// Tokens (DESIGN.md §7). The server may not check them yet; this module is the one place that
-// knows how a token is obtained, where its expiry is read, and when to refresh it.
+// Tokens (DESIGN.md §7): this module is the one place that knows how a token is obtained,
+// where its expiry is read, and when to refresh it.
 //
 // The JWT is decoded, never verified: the client only needs `exp` to know when to ask the app
 // for a fresh token; the server is the one that verifies.

@@ -9,7 +9,11 @@
 // queue (oldest dropped first) and are sent in order once the room is restored, so a
 // metadata write after a reconnect acts as the re-joined user. Requests in flight when the
 // socket drops fail with DISCONNECTED, except those safe to resend (publishes carry an
-// idempotency id), which go back to the front of the queue.
+// idempotency id), which go back into the queue in the order they were first made.
+//
+// How a socket ends matters to the server (docs/protocol.md "Resume"): close() sends a
+// goodbye (a Close frame, a Socket.IO disconnect packet) and the connection leaves at once;
+// a drop keeps it for the resume grace, and the reconnect resumes it with no leave/join.
 
 import { Emitter } from "./emitter.js";
 import { RosterError } from "./errors.js";
@@ -64,7 +68,14 @@ export class RosterClient extends Emitter {
   /** "type\0name" -> Emitter of metadata:event for that channel. */
   #metadataListeners = new Emitter();
   #refreshTimer = null;
+  /** The token the socket was opened or last refreshed with. */
   #currentToken;
+  /** Its expiry (ms) as last known: the server's `expiresAt`, else the JWT's `exp`. */
+  #tokenExpiresAt = undefined;
+  /** Why the client stopped by itself (gave up), for ready() callers that come later. */
+  #lastError = null;
+  /** Orders requests as the app made them, so resent publishes keep their place. */
+  #requestOrder = 0;
   #stats = { dropped: 0, reconnects: 0, lastAckLatencyMs: null };
   /** Counts opened sockets, so a room can tell whether it already synced on this one. */
   #connectionId = 0;
@@ -106,6 +117,7 @@ export class RosterClient extends Emitter {
   connect() {
     if (this.#wanted) return this;
     this.#wanted = true;
+    this.#lastError = null;
     this.#backoff.reset();
     const runId = ++this.#runId;
     // Start on the next microtask, so listeners added right after connect() see `connecting`.
@@ -113,10 +125,13 @@ export class RosterClient extends Emitter {
     return this;
   }
 
-  /** Resolves when the client is connected (now or later); rejects if it gives up or is closed first. */
+  /**
+   * Resolves when the client is connected (now or later); rejects if it gives up first (with
+   * the reason, e.g. UNAUTHORIZED for a refused token) or is closed (CLOSED).
+   */
   ready() {
     if (this.#status === "connected") return Promise.resolve();
-    if (!this.#wanted) return Promise.reject(new RosterError("CLOSED", "the client is not connecting"));
+    if (!this.#wanted) return Promise.reject(this.#lastError ?? new RosterError("CLOSED", "the client is not connecting"));
     return new Promise((resolve, reject) => {
       const off = this.on("status", ({ status }) => {
         if (status === "connected") {
@@ -124,15 +139,16 @@ export class RosterClient extends Emitter {
           resolve();
         } else if (status === "disconnected") {
           off();
-          reject(new RosterError("CLOSED", "the client stopped before it connected"));
+          reject(this.#lastError ?? new RosterError("CLOSED", "the client was closed before it connected"));
         }
       });
     });
   }
 
   /**
-   * Closes for good: the socket is closed (the server treats it as a leave), queued and
-   * pending requests fail with CLOSED, the room and subscriptions end.
+   * Closes for good: the socket is closed with a goodbye (the server removes the presence
+   * connection at once, a normal `leave`), queued and pending requests fail with CLOSED,
+   * the room and subscriptions end. `connect()` starts over afresh.
    */
   async close() {
     this.#wanted = false;
@@ -144,6 +160,7 @@ export class RosterClient extends Emitter {
     this.#room?._close("closed");
     for (const subscription of [...this.#subscriptions.values()]) subscription._close();
     this.#failQueue(new RosterError("CLOSED", "the client was closed"));
+    this.#lastError = null;
     const transport = this.#transport;
     this.#transport = null;
     this.#ready = false;
@@ -202,6 +219,10 @@ export class RosterClient extends Emitter {
     let subscription = this.#subscriptions.get(channel);
     if (!subscription) {
       subscription = new Subscription(this, channel, options);
+      if (!this.#wanted) {
+        subscription._close(new RosterError("CLOSED", "the client is closed"));
+        return subscription;
+      }
       this.#subscriptions.set(channel, subscription);
       if (this.#transportOpen) subscription._restore();
     }
@@ -210,10 +231,11 @@ export class RosterClient extends Emitter {
   }
 
   /**
-   * `message:publish` with an idempotency id (a random UUID unless given): if the socket drops
-   * before the ack, it is sent again after the reconnect and the server delivers it once.
+   * `message:publish` with an idempotency id (a random UUID unless given). Made while
+   * disconnected, it waits in the outbound queue; if the socket drops before the ack, it is
+   * sent again (same id) after the reconnect, and the server delivers it once.
    */
-  publish(channel, payload, { id = globalThis.crypto.randomUUID(), ...request } = {}) {
+  publish(channel, payload, { id = newId(), ...request } = {}) {
     return this.request("message:publish", { channel, payload, id }, { ...request, retry: true });
   }
 
@@ -228,7 +250,15 @@ export class RosterClient extends Emitter {
   request(event, data, options = {}) {
     if (!this.#wanted) return Promise.reject(new RosterError("CLOSED", "the client is closed", { event }));
     return new Promise((resolve, reject) => {
-      const entry = { event, data, resolve, reject, retry: options.retry === true, timeoutMs: options.timeoutMs };
+      const entry = {
+        event,
+        data,
+        resolve,
+        reject,
+        retry: options.retry === true,
+        timeoutMs: options.timeoutMs,
+        order: ++this.#requestOrder,
+      };
       if (this.#ready) this.#send(entry);
       else this.#enqueue(entry);
     });
@@ -262,7 +292,7 @@ export class RosterClient extends Emitter {
   /** A request that bypasses the queue: fails with DISCONNECTED when no socket is open. */
   _call(event, data, options = {}) {
     return new Promise((resolve, reject) => {
-      this.#send({ event, data, resolve, reject, retry: false, timeoutMs: options.timeoutMs });
+      this.#send({ event, data, resolve, reject, retry: false, timeoutMs: options.timeoutMs, order: ++this.#requestOrder });
     });
   }
 
@@ -279,9 +309,12 @@ export class RosterClient extends Emitter {
     }
   }
 
-  /** A request got no answer: the socket is probably half-open; replace it. */
-  _connectionSuspect() {
-    this.#transport?.terminate();
+  /**
+   * A request got no answer: the socket is probably half-open; replace it without a goodbye
+   * (the connection is resumed). `error` is reported as the close's reason (`connect_error`).
+   */
+  _connectionSuspect(error) {
+    this.#transport?.terminate(error);
   }
 
   _roomClosed(room) {
@@ -350,16 +383,18 @@ export class RosterClient extends Emitter {
       transport.on("push", (event, data) => this.#onPush(event, data));
       transport.on("error", (error) => this._backgroundError(error));
       if (this.#everConnected) this.#stats.reconnects++;
+      // From here a lost socket is a reconnect, even if it drops before the restore is over
+      // (a join may already have resolved with it).
+      this.#everConnected = true;
       await this.#restore();
       if (transport.closed || runId !== this.#runId) {
         // Dropped while restoring: go round again.
       } else {
         this.#backoff.reset();
-        this.#everConnected = true;
         this.#ready = true;
         this.#setStatus("connected");
         this.#flushQueue();
-        this.#scheduleTokenRefresh();
+        this.#scheduleTokenRefresh(jwtExpiresAt(this.#currentToken));
       }
       const info = await closed;
       this.#ready = false;
@@ -372,7 +407,7 @@ export class RosterClient extends Emitter {
       // Straight after a drop the first retry is immediate-ish too (full jitter from 0).
       const delay = this.#backoff.next();
       if (delay === null) {
-        this.#giveUp(new RosterError("TRANSPORT", "connection lost and reconnecting is off"));
+        this.#giveUp(info.error ?? new RosterError("TRANSPORT", "connection lost and reconnecting is off"));
         return;
       }
       this.#setStatus("reconnecting");
@@ -386,10 +421,16 @@ export class RosterClient extends Emitter {
     await Promise.all([...this.#subscriptions.values()].map((subscription) => subscription._restore()));
   }
 
+  /** Stops for good after a failure (attempts used up, token refused): everything waiting learns why. */
   #giveUp(error) {
     this.#wanted = false;
+    this.#everConnected = false;
+    this.#lastError = error;
     this.#transport = null;
-    this.#room?._onDisconnect();
+    clearTimeout(this.#refreshTimer);
+    this.#replacing?._close("closed", error);
+    this.#room?._close("closed", error);
+    for (const subscription of [...this.#subscriptions.values()]) subscription._close(error);
     this.#failQueue(error);
     this.#setStatus("disconnected");
     this._backgroundError(error);
@@ -416,10 +457,6 @@ export class RosterClient extends Emitter {
       case "message":
         this.#subscriptions.get(data?.channel)?._handle(data);
         break;
-      case "auth:expired":
-        // The server closes the socket next; the reconnect asks the app for a fresh token.
-        this._backgroundError(new RosterError("UNAUTHORIZED", data?.message ?? "token expired"));
-        break;
       default:
         this.emit("push", event, data);
     }
@@ -427,26 +464,50 @@ export class RosterClient extends Emitter {
 
   // ---- token refresh (DESIGN.md §7) ----
 
-  #scheduleTokenRefresh(expiresAt = jwtExpiresAt(this.#currentToken)) {
+  /**
+   * Plans the next refresh before the socket's token expires. After a failed refresh the
+   * same expiry is used again, which retries at half the remaining life (at least 1 s apart)
+   * until the token runs out; then the server closes the socket and the reconnect asks the
+   * token function afresh.
+   */
+  #scheduleTokenRefresh(expiresAt = this.#tokenExpiresAt) {
     clearTimeout(this.#refreshTimer);
+    this.#tokenExpiresAt = expiresAt;
     // Only a token function can hand out a fresh token; a fixed string just expires.
-    if (typeof this.#options.token !== "function" || expiresAt === undefined) return;
+    if (typeof this.#options.token !== "function" || typeof expiresAt !== "number") return;
     const delay = refreshDelay(expiresAt, Date.now(), this.#options.refreshBeforeMs);
     this.#refreshTimer = setTimeout(() => {
-      this.refreshToken().catch((error) => this._backgroundError(error));
+      if (!this.#ready) return; // the reconnect fetches a new token anyway
+      this.refreshToken().catch((error) => {
+        // A socket lost meanwhile needs no refresh: the reconnect gets a fresh token.
+        if (error instanceof RosterError && (error.code === "DISCONNECTED" || error.code === "CLOSED")) return;
+        this._backgroundError(error);
+        if (this.#ready) this.#scheduleTokenRefresh();
+      });
     }, delay);
   }
 
   /**
-   * Asks the token function for a new token and hands it to the server (`auth:refresh`).
-   * Runs by itself before the token expires; call it after a permission change.
+   * Asks the token function for a new token (a fixed string is sent again) and hands it to
+   * the server (`auth:refresh`); resolves with the server's `{expiresAt}` (ms; null on an
+   * open hub). Runs by itself before the token expires; call it after a permission change.
+   * A token of another user is refused (FORBIDDEN), a bad one UNAUTHORIZED: the socket keeps
+   * its old token.
    */
   async refreshToken() {
     const token = await resolveToken(this.#options.token);
-    if (!token) return;
+    if (!token) {
+      // No token at all: an open hub, nothing to refresh. A function that hands out nothing
+      // while the socket holds a token is a failure the app must hear about.
+      if (this.#currentToken === undefined) return { expiresAt: null };
+      throw new RosterError("UNAUTHORIZED", "the token function returned no token", { event: "auth:refresh" });
+    }
     const ack = await this._call("auth:refresh", { token });
     this.#currentToken = token;
-    this.#scheduleTokenRefresh(typeof ack.expiresAt === "number" ? ack.expiresAt : jwtExpiresAt(token));
+    const expiresAt = typeof ack.expiresAt === "number" ? ack.expiresAt : jwtExpiresAt(token);
+    this.#scheduleTokenRefresh(expiresAt);
+    this.emit("refresh", { expiresAt: expiresAt ?? null });
+    return { expiresAt: expiresAt ?? null };
   }
 
   // ---- sending ----
@@ -493,9 +554,16 @@ export class RosterClient extends Emitter {
     );
   }
 
-  #enqueue(entry, front = false) {
-    if (front) this.#queue.unshift(entry);
-    else this.#queue.push(entry);
+  #enqueue(entry, resent = false) {
+    if (resent) {
+      // Back where it was among what waits: requests in flight fail in send order, and a
+      // publish made before a queued one must still go out first.
+      const at = this.#queue.findIndex((queued) => queued.order > entry.order);
+      if (at === -1) this.#queue.push(entry);
+      else this.#queue.splice(at, 0, entry);
+    } else {
+      this.#queue.push(entry);
+    }
     while (this.#queue.length > this.#options.queueSize) {
       const dropped = this.#queue.shift();
       this.#stats.dropped++;
@@ -536,6 +604,20 @@ export class RosterClient extends Emitter {
       this.#wakeUp = done;
     });
   }
+}
+
+/**
+ * A random id for publishes: a UUID. `crypto.randomUUID` exists only in secure contexts
+ * (https, localhost) in browsers; `getRandomValues` exists everywhere.
+ */
+export function newId() {
+  const crypto = globalThis.crypto;
+  if (typeof crypto?.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /** `http(s)://host` → `ws(s)://host/ws`; a ws URL with a path is kept as given. */

@@ -1,34 +1,45 @@
-// Message channels (DESIGN.md §8): subscribe with recovery, publish with idempotency.
-// The server side is not built yet; this file is the whole client side of it, so it can be
-// switched on or fixed in one place.
+// Message channels (DESIGN.md §8, docs/protocol.md "Messages"): subscribe with recovery.
+// Publishing lives on the client (it needs the outbound queue); this file is the receiving
+// side.
 //
-// Recovery: a subscription remembers the last seq it delivered. After a reconnect it
-// subscribes again with `since: lastSeq`; the server returns what was missed
-// (`recovered: true, messages`) or says history no longer reaches back (`recovered: false`),
-// and then the subscription emits `resync` so the app reloads its state. Messages that arrive
-// while a (re)subscribe waits for its ack are held and replayed after it; anything at or
-// below lastSeq is a duplicate and dropped.
+// Recovery: a subscription remembers the seq and id of the last message it delivered. After
+// a reconnect it subscribes again from there and gets what it missed, or, when history no
+// longer reaches back, emits `resync` so the app reloads its state, and carries on from the
+// channel's newest seq. Pushes may arrive before the subscribe ack: they are held until it
+// is in and replayed after the recovered messages; anything at or below lastSeq is a
+// duplicate and dropped, so the handler sees each message once, in seq order.
+//
+// A channel can also start over: a server on the embedded store that restarted, or a
+// channel whose history expired, counts from 1 again. Its seq alone cannot tell the client
+// (after a restart and N new messages, "since N" looks fully recovered), so the client asks
+// from one message earlier, `since: lastSeq - 1`, and checks that the message at lastSeq is
+// still the one it delivered (same id). A different one means a new stream: resync.
 
 import { Emitter } from "./emitter.js";
 import { RosterError } from "./errors.js";
 
-/** Pause before retrying a refused re-subscription. */
+/** Pause before retrying a refused re-subscription (the store may be down). */
 const RETRY_MS = 5000;
 
 export class Subscription extends Emitter {
   #client;
+  /** Pushes received while the subscribe on this socket waits for its ack; null otherwise. */
   #buffer = null;
   #resolveReady;
   #rejectReady;
   #subscribedOnce = false;
   #retryTimer = null;
+  /** The client's connection id this subscription last subscribed (or is subscribing) on. */
+  #subscribedOn = -1;
+  /** The id of the message at lastSeq when this subscription delivered it, else undefined. */
+  #lastId = undefined;
 
   constructor(client, channel, { since } = {}) {
     super();
     this.#client = client;
     this.channel = channel;
     /** The seq of the last message delivered (or the channel's seq at subscribe time). */
-    this.lastSeq = since ?? null;
+    this.lastSeq = typeof since === "number" ? since : null;
     /** "subscribing" | "subscribed" | "unsubscribed" */
     this.status = "subscribing";
     this.ready = new Promise((resolve, reject) => {
@@ -47,41 +58,43 @@ export class Subscription extends Emitter {
   async unsubscribe() {
     if (this.status === "unsubscribed") return;
     this._close();
-    if (this.#client.isConnected) await this.#client._call("message:unsubscribe", { channel: this.channel });
+    if (!this.#client.isConnected) return; // the next socket never subscribes it
+    try {
+      await this.#client._call("message:unsubscribe", { channel: this.channel });
+    } catch (error) {
+      // The socket dropped meanwhile: the server forgot the subscription with it.
+      if (error instanceof RosterError && error.code === "DISCONNECTED") return;
+      throw error;
+    }
   }
 
-  /** (Re)subscribes on the current socket. Never rejects: failures go to `ready` or `error`. */
+  /**
+   * Subscribes on the current socket (once per socket), with `since` after a first ack.
+   * Never rejects: failures go to `ready` (first subscribe) or to `error`.
+   */
   async _restore() {
     if (this.status === "unsubscribed") return;
+    const connection = this.#client._connectionId;
+    if (this.#subscribedOn === connection) return;
+    this.#subscribedOn = connection;
+    clearTimeout(this.#retryTimer);
     this.status = "subscribing";
-    this.#buffer = this.#buffer ?? [];
+    this.#buffer = [];
     const since = this.lastSeq;
+    // From one earlier when we know the id at `since`, to check the stream is the same one.
+    const anchored = since !== null && since > 0 && this.#lastId !== undefined;
+    const data = since === null ? { channel: this.channel } : { channel: this.channel, since: anchored ? since - 1 : since };
+    let ack;
     try {
-      const ack = await this.#client._call("message:subscribe", since === null ? { channel: this.channel } : { channel: this.channel, since });
-      if (this.status === "unsubscribed") return;
-      if (since === null) {
-        this.lastSeq = ack.seq ?? 0;
-      } else if (ack.recovered === false) {
-        // History no longer reaches `since`: messages were lost; the app must reload.
-        this.lastSeq = ack.seq ?? since;
-        this.emit("resync", { channel: this.channel, since, seq: this.lastSeq });
-      } else {
-        for (const message of ack.messages ?? []) this.#deliver(message);
-      }
-      const held = this.#buffer ?? [];
-      this.#buffer = null;
-      this.status = "subscribed";
-      for (const message of held) this.#deliver(message);
-      this.#subscribedOnce = true;
-      this.#resolveReady(this);
-      this.emit("subscribed", { channel: this.channel, seq: this.lastSeq });
+      ack = await this.#client._call("message:subscribe", data);
     } catch (error) {
+      if (connection !== this.#client._connectionId || this.status === "unsubscribed") return;
       this.#buffer = null;
+      this.#subscribedOn = -1;
       if (error instanceof RosterError && error.code === "DISCONNECTED") return; // restored on reconnect
       if (!this.#subscribedOnce) {
         // A refused first subscription (FORBIDDEN, ...) is final: subscribe()'s caller learns why.
-        this.#rejectReady(error);
-        this._close();
+        this._close(error);
         return;
       }
       // A refused re-subscription (store down, ...): say so and try again shortly.
@@ -89,7 +102,36 @@ export class Subscription extends Emitter {
       this.#retryTimer = setTimeout(() => {
         if (this.#client.isConnected) this._restore();
       }, RETRY_MS);
+      return;
     }
+    if (connection !== this.#client._connectionId || this.status === "unsubscribed") return;
+    const seq = typeof ack.seq === "number" ? ack.seq : (since ?? 0);
+    const messages = Array.isArray(ack.messages) ? ack.messages : [];
+    let recovered;
+    if (since === null) {
+      // Fresh: everything after the channel's current seq is pushed.
+      this.lastSeq = seq;
+      this.#lastId = undefined;
+    } else {
+      recovered = anchored ? this.#continues(since, seq, messages) : ack.recovered !== false;
+      if (recovered) {
+        for (const message of messages) this.#deliver(message);
+      } else {
+        // History no longer reaches `since`, or the channel started over: messages were
+        // lost. The app reloads; what history still had comes along for it to use.
+        this.lastSeq = seq;
+        const newest = messages.at(-1);
+        this.#lastId = newest?.seq === seq ? newest.id : undefined;
+        this.emit("resync", { channel: this.channel, since, seq, messages });
+      }
+    }
+    const held = this.#buffer ?? [];
+    this.#buffer = null;
+    this.status = "subscribed";
+    for (const message of held) this.#deliver(message);
+    this.#subscribedOnce = true;
+    this.#resolveReady(this);
+    this.emit("subscribed", { channel: this.channel, seq: this.lastSeq, recovered });
   }
 
   /** A pushed `message` of this channel. */
@@ -99,18 +141,37 @@ export class Subscription extends Emitter {
     else this.#deliver(message);
   }
 
-  _close() {
+  /** Ends the subscription locally; `error` is why when the client gave up (else CLOSED). */
+  _close(error) {
     if (this.status === "unsubscribed") return;
     this.status = "unsubscribed";
     this.#buffer = null;
     clearTimeout(this.#retryTimer);
-    this.#rejectReady(new RosterError("CLOSED", `unsubscribed from ${this.channel}`));
+    this.#rejectReady(error ?? new RosterError("CLOSED", `unsubscribed from ${this.channel}`));
     this.#client._subscriptionClosed(this);
   }
 
+  /**
+   * Whether the history answering `since: since - 1` continues the stream this subscription
+   * saw up to `since`: the message at `since` is the one delivered (same id), or, when it has
+   * left history, nothing after it is missing.
+   */
+  #continues(since, seq, messages) {
+    if (seq < since) return false; // the channel counts from 1 again
+    const anchor = messages.find((message) => message.seq === since);
+    if (anchor) return anchor.id === this.#lastId;
+    const next = messages.find((message) => message.seq > since);
+    return next ? next.seq === since + 1 : seq === since;
+  }
+
   #deliver(message) {
-    if (typeof message?.seq === "number" && this.lastSeq !== null && message.seq <= this.lastSeq) return;
-    if (typeof message?.seq === "number") this.lastSeq = message.seq;
+    if (typeof message?.seq !== "number") {
+      this.#client._backgroundError(new RosterError("PROTOCOL", `a message of ${this.channel} without a seq`));
+      return;
+    }
+    if (this.lastSeq !== null && message.seq <= this.lastSeq) return;
+    this.lastSeq = message.seq;
+    this.#lastId = message.id;
     this.emit("message", message);
   }
 }

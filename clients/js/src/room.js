@@ -15,7 +15,11 @@ import { MemberSet } from "./members.js";
 
 /** Errors of a heartbeat that mean "the server no longer has this connection for us". */
 const GONE = new Set(["UNKNOWN_CONNECTION", "STALE_EPOCH"]);
-/** Errors of `presence:resume` after which a fresh join is the answer (INVALID_PAYLOAD: a server without resume). */
+/**
+ * Errors of `presence:resume` after which a fresh join is the answer: the connection is gone
+ * (left, reaped, past the grace), the token does not match or the connection is another
+ * user's (FORBIDDEN), or the server has no resume (INVALID_PAYLOAD: an unknown event).
+ */
 const RESUME_FALLBACK = new Set(["UNKNOWN_CONNECTION", "FORBIDDEN", "INVALID_PAYLOAD"]);
 
 export class Room extends Emitter {
@@ -189,16 +193,19 @@ export class Room extends Emitter {
     }
   }
 
-  /** Ends the room without a request (replaced by another join, left, or client closed). */
-  _close(reason) {
+  /**
+   * Ends the room without a request (replaced by another join, left, or client closed).
+   * `error` is why, when the client gave up (e.g. UNAUTHORIZED); else waiters get CLOSED.
+   */
+  _close(reason, error) {
     if (this.status === "left") return;
     this.status = "left";
     clearTimeout(this.#heartbeatTimer);
     clearTimeout(this.#retryTimer);
     this.#buffer = null;
     const waiters = this.#patchWaiters.splice(0);
-    for (const { reject } of waiters) reject(new RosterError("CLOSED", `room ${this.id} was ${reason}`));
-    this.#rejectReady(new RosterError("CLOSED", `room ${this.id} was ${reason} before it was joined`));
+    for (const { reject } of waiters) reject(error ?? new RosterError("CLOSED", `room ${this.id} was ${reason}`));
+    this.#rejectReady(error ?? new RosterError("CLOSED", `room ${this.id} was ${reason} before it was joined`));
     this.#client._roomClosed(this);
     this.emit("status", this.status);
     this.emit("left", { reason });
@@ -271,11 +278,11 @@ export class Room extends Emitter {
         this._close("refused");
         return undefined;
       }
-      // A re-join was refused (store down, room full, ...): say so, and try again after a
-      // heartbeat interval for as long as the room is wanted.
+      // A resume or re-join was refused (store down, room full, ...): say so, and try the
+      // same again after a heartbeat interval for as long as the room is wanted.
       this.#client._backgroundError(error);
       if (this.#client.isConnected) {
-        this.#retryTimer = setTimeout(() => this.#sync("rejoin").catch(() => {}), this.heartbeatIntervalMs);
+        this.#retryTimer = setTimeout(() => this.#sync(kind).catch(() => {}), this.heartbeatIntervalMs);
       }
       return undefined;
     }
@@ -306,14 +313,14 @@ export class Room extends Emitter {
 
   /**
    * `presence:resume` (DESIGN.md §9): re-binds our connection to this socket with no
-   * leave/join broadcast. Resolves with the ack, or undefined when a fresh join is needed.
+   * leave/join broadcast; state and epoch stay as they were. No epoch is sent: the server
+   * already fences the old socket (its heartbeats get UNKNOWN_CONNECTION once resumed
+   * elsewhere). Resolves with the ack, or undefined when a fresh join is needed.
    */
   async #resume() {
-    const { connId, resumeToken, epoch } = this.self;
-    // A higher epoch fences our older self (a zombie socket still heartbeating).
-    const newEpoch = Math.max((epoch ?? 0) + 1, Date.now());
+    const { connId, resumeToken } = this.self;
     try {
-      const ack = await this.#client._call("presence:resume", { connId, resumeToken, epoch: newEpoch });
+      const ack = await this.#client._call("presence:resume", { connId, resumeToken });
       // The heartbeat lost with the old socket never landed: send its patch again.
       if (this.#inflightPatch) {
         this.#pendingPatch = { ...this.#inflightPatch, ...this.#pendingPatch };

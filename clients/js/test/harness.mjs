@@ -1,9 +1,13 @@
 // Test harness: starts the real `roster` binary on a free port (or a given one, to restart
-// it in place), and waits for conditions with timeouts so a failure says what was missing
-// instead of hanging. Same approach as tests/socketio/harness.mjs.
+// it in place) and a private `redis-server`, gates clients' connections, signs tokens, and
+// waits for conditions with timeouts so a failure says what was missing instead of
+// hanging. Same approach as tests/socketio/harness.mjs.
 
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import { once } from "node:events";
+import { readdir, readFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
@@ -68,14 +72,145 @@ export async function startRoster(flags = [], { port = 0 } = {}) {
         throw error;
       }
     },
-    /** SIGKILL: a crash; the embedded store's state is gone with it. */
+    /** SIGKILL: a crash; the embedded store's state is gone with it (Redis keeps its own). */
     async kill() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = once(child, "exit");
       child.kill("SIGKILL");
       await withTimeout(exited, "roster to die");
     },
+    /**
+     * SIGSTOP: the process freezes; its sockets stay open and nothing is answered. Resolves
+     * once every thread has stopped (a signal reaches a thread running on another core a
+     * little later), read from /proc on Linux.
+     */
+    async freeze() {
+      child.kill("SIGSTOP");
+      await waitFor(async () => {
+        const tasks = await readdir(`/proc/${child.pid}/task`);
+        const states = await Promise.all(tasks.map((task) => readFile(`/proc/${child.pid}/task/${task}/stat`, "utf8")));
+        // The state follows the parenthesised command name: "T" is stopped.
+        return states.every((stat) => /\) T /.test(stat));
+      }, "roster to stop");
+    },
+    /** SIGCONT after freeze(). */
+    thaw() {
+      child.kill("SIGCONT");
+    },
     log: () => log,
+  };
+}
+
+/** Starts roster on `port` again after a kill, retrying while the port is still being released. */
+export async function restartOn(port, flags = []) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRoster(flags, { port });
+    } catch (error) {
+      if (attempt >= 20 || !/address|in use/i.test(error.message)) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (bound, read, released). */
+export async function freePort() {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Starts a private, non-persistent `redis-server` on a free port; resolves once it accepts connections. */
+export async function startRedis() {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let log = "";
+    try {
+      await withTimeout(
+        new Promise((resolve, reject) => {
+          const onData = (chunk) => {
+            log += chunk;
+            if (/Ready to accept connections/.test(log)) resolve();
+          };
+          child.stdout.on("data", onData);
+          child.stderr.on("data", onData);
+          child.on("error", (error) => reject(new Error(`cannot run redis-server: ${error.message}`)));
+          child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${log}`)));
+        }),
+        "redis-server to start",
+      );
+    } catch (error) {
+      child.kill("SIGKILL");
+      // Someone took the port between freePort() and the bind: pick another.
+      if (attempt < 5 && /Address already in use/.test(log)) continue;
+      throw error;
+    }
+    return {
+      url: `redis://127.0.0.1:${port}`,
+      async stop() {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = once(child, "exit");
+        child.kill("SIGKILL");
+        await withTimeout(exited, "redis-server to exit");
+      },
+    };
+  }
+}
+
+/** An HS256 JWT of `claims` signed with `secret` (what the hub verifies with --jwt-secret). */
+export function signToken(claims, secret) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
+  return `${unsigned}.${crypto.createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+}
+
+/** A URL where nothing listens: a connection attempt there is refused at once. */
+const NOWHERE = "127.0.0.1:1";
+
+/**
+ * A switch in front of a client's connections, to keep it away from the server for as
+ * long as a test needs (a network outage) without touching the server: while blocked, new
+ * sockets (both transports) go where nothing listens and fail. `WebSocket` also records
+ * every socket it makes, so a test can pause one's reading (an ack lost in flight).
+ */
+export function gate() {
+  let blocked = false;
+  const sockets = [];
+  class GatedWebSocket extends WebSocket {
+    constructor(url, protocols, options) {
+      super(blocked ? String(url).replace(/\/\/[^/]+/, `//${NOWHERE}`) : url, protocols, options);
+      sockets.push(this);
+    }
+  }
+  return {
+    WebSocket: GatedWebSocket,
+    io: (url, options) => io(blocked ? String(url).replace(/\/\/[^/]+/, `//${NOWHERE}`) : url, options),
+    sockets,
+    block() {
+      blocked = true;
+    },
+    unblock() {
+      blocked = false;
+    },
+  };
+}
+
+/** Collects a client's `connect_error`s; `after(n)` waits until at least n more have come. */
+export function connectErrors(client) {
+  const seen = [];
+  client.on("connect_error", (error) => seen.push(error));
+  return {
+    seen,
+    after(n, what = `${n} failed connection attempts`) {
+      const start = seen.length;
+      return waitFor(() => seen.length >= start + n, what);
+    },
   };
 }
 
@@ -93,6 +228,7 @@ export function withTimeout(promise, what, ms = WAIT_MS) {
 /**
  * Polls `check` (sync or async) until it returns a truthy value, which it resolves with. Used
  * to wait for convergence, which is a condition over several objects rather than one event.
+ * `what` may be a function, called on timeout to describe the state then.
  */
 export async function waitFor(check, what, ms = WAIT_MS) {
   const deadline = Date.now() + ms;
@@ -104,7 +240,10 @@ export async function waitFor(check, what, ms = WAIT_MS) {
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    if (Date.now() > deadline) {
+      const described = typeof what === "function" ? what() : what;
+      throw new Error(`timed out waiting for ${described}${last ? `: ${last.message}` : ""}`);
+    }
     await sleep(25);
   }
 }
@@ -161,4 +300,13 @@ export function converged(rooms, expected, what = "the member sets to converge",
     `${what}: want ${JSON.stringify(want)}, have ${JSON.stringify(rooms.map(view))}`,
     ms,
   );
+}
+
+/** Records a room's member events as `{type, userId, connId, state}`, in order. */
+export function recordEvents(room) {
+  const events = [];
+  for (const type of ["join", "update", "leave"]) {
+    room.on(type, (member) => events.push({ type, userId: member.userId, connId: member.connId, state: member.state }));
+  }
+  return events;
 }

@@ -18,6 +18,34 @@ const client = (options) => {
   return c;
 };
 
+/**
+ * Follows a room the way an app does: the members when join() resolves, then only the
+ * events. Checks each event against what came before (no join for a member already there,
+ * no update or leave for one that is not), so events racing the snapshot must be neither
+ * lost nor repeated for the mirror to end equal to the room's member set.
+ */
+function mirror(room) {
+  const members = new Map([...room.members()].map(([connId, m]) => [connId, m.state]));
+  const problems = [];
+  room.on("join", (m) => {
+    if (members.has(m.connId)) problems.push(`join of ${m.userId}, already there`);
+    members.set(m.connId, m.state);
+  });
+  room.on("update", (m) => {
+    if (!members.has(m.connId)) problems.push(`update of ${m.userId}, not there`);
+    members.set(m.connId, m.state);
+  });
+  room.on("leave", (m) => {
+    if (!members.delete(m.connId)) problems.push(`leave of ${m.userId}, not there`);
+  });
+  return {
+    check() {
+      assert.deepEqual(problems, []);
+      assert.deepEqual(new Map([...room.members()].map(([connId, m]) => [connId, m.state])), members, "events replayed over the first snapshot give the member set");
+    },
+  };
+}
+
 before(async () => {
   server = await startRoster(FAST_REAP);
 });
@@ -36,7 +64,9 @@ for (const transports of [
     // The first Socket.IO client gets no `io`: the SDK imports socket.io-client by itself.
     const [a, b, c] = transports.map((transport, i) => client({ transport, userId: `user-${i}`, ...(i === 0 ? { io: undefined } : {}) }));
     const ra = await a.join(roomId, { n: 0 });
+    const ma = mirror(ra);
     const rb = await b.join(roomId, { n: 0 });
+    const mb = mirror(rb);
     // Keep A and B patching while C joins, so events land before and after C's snapshot.
     let churn = true;
     const churning = Promise.all(
@@ -46,6 +76,7 @@ for (const transports of [
     );
     await sleep(30);
     const rc = await c.join(roomId, { n: 0 });
+    const mc = mirror(rc);
     await sleep(50);
     churn = false;
     await churning;
@@ -55,6 +86,7 @@ for (const transports of [
     // Patches from several clients at once.
     await Promise.all([rc.setState({ mood: "happy" }), ra.setState({ n: -1, extra: true })]);
     await converged([ra, rb, rc], [`user-0:{"extra":true,"n":-1}`, `user-1:{"n":${final.b}}`, `user-2:{"mood":"happy","n":0}`]);
+    for (const m of [ma, mb, mc]) m.check();
 
     // A leave, seen by the others as a leave event.
     const leaveSeen = nextEvent(ra, "leave");
@@ -65,6 +97,7 @@ for (const transports of [
     await converged([ra, rc], [`user-0:{"extra":true,"n":-1}`, `user-2:{"mood":"happy","n":0}`]);
     assert.equal(rb.status, "left");
     assert.deepEqual(ra.count(), { connections: 2, users: 2 });
+    for (const m of [ma, mc]) m.check();
     assert.deepEqual(
       [a, b, c].flatMap((x) => x.errors),
       [],

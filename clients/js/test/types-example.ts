@@ -33,7 +33,11 @@ export async function example(): Promise<void> {
   });
   client.on("status", ({ status, previous }) => console.log(previous, "->", status));
   client.on("error", (error) => console.log(error.code, error.message));
+  client.on("connect_error", (error) => console.log(error.code === "UNAUTHORIZED"));
+  client.on("refresh", ({ expiresAt }) => console.log(expiresAt === null ? "open hub" : new Date(expiresAt)));
   await client.ready();
+  const { expiresAt } = await client.refreshToken();
+  console.log(expiresAt);
 
   const room: Room<Cursor> = await client.join<Cursor>("doc-42", { name: "Ada", x: 0, y: 0 });
   room.on("join", (member: Member<Cursor>) => console.log(member.state.name));
@@ -64,8 +68,10 @@ export async function example(): Promise<void> {
   console.log(result);
 
   const sub = client.subscribe<{ text: string }>("chat:doc-42", (message) => console.log(message.seq, message.payload.text));
-  sub.on("resync", ({ since, seq }) => console.log(since, seq));
+  sub.on("resync", ({ since, seq, messages }) => console.log(since, seq, messages.map((m) => m.payload.text)));
+  sub.on("subscribed", ({ seq, recovered }) => console.log(seq, recovered === true));
   await sub.ready;
+  console.log(sub.lastSeq, sub.status);
   const ack = await client.publish("chat:doc-42", { text: "hi" });
   console.log(ack.seq, ack.id);
   await sub.unsubscribe();

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Backoff, RosterError, jwtExpiresAt } from "../src/index.js";
 import { refreshDelay } from "../src/auth.js";
-import { toHttpUrl, toWsUrl } from "../src/client.js";
+import { newId, toHttpUrl, toWsUrl } from "../src/client.js";
 
 /** Full jitter: each delay is uniform in [0, min(cap, base * 2^attempt)); maxAttempts stops it. */
 test("backoff is exponential with full jitter, capped", () => {
@@ -58,4 +58,23 @@ test("RosterError from an ack", () => {
   assert.equal(error.fromServer, true);
   assert.equal(RosterError.fromAck({ weird: true }, "x").code, "PROTOCOL");
   assert.equal(new RosterError("TIMEOUT", "t").fromServer, false);
+});
+
+/** Publish ids are UUIDs, also where crypto.randomUUID is missing (a browser page over plain http). */
+test("publish ids", () => {
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  assert.match(newId(), uuid);
+  const real = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  const { getRandomValues } = globalThis.crypto;
+  Object.defineProperty(globalThis, "crypto", {
+    configurable: true,
+    value: { getRandomValues: (bytes) => getRandomValues.call(real.get.call(globalThis), bytes) },
+  });
+  try {
+    const ids = new Set(Array.from({ length: 100 }, () => newId()));
+    assert.equal(ids.size, 100);
+    for (const id of ids) assert.match(id, uuid);
+  } finally {
+    Object.defineProperty(globalThis, "crypto", real);
+  }
 });

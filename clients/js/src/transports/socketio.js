@@ -25,6 +25,8 @@ export class SocketIoTransport extends Emitter {
     this.pending = new Map();
     this.socket = null;
     this.closed = false;
+    /** The server's `auth:expired` notice, reported as the reason of the disconnect that follows. */
+    this.expired = undefined;
   }
 
   async open() {
@@ -65,10 +67,16 @@ export class SocketIoTransport extends Emitter {
           this.#finish({ code: "connect_error", reason: rosterError.message, wasOpen: false });
         }
       });
-      socket.on("disconnect", (reason) => {
-        this.#finish({ code: reason, reason, wasOpen: true });
+      socket.on("auth:expired", (data) => {
+        // The token ran out without a refresh; the server disconnects next (DESIGN.md §7).
+        this.expired = new RosterError(typeof data?.code === "string" ? data.code : "UNAUTHORIZED", String(data?.message ?? "token expired"));
       });
-      socket.onAny((event, data) => this.emit("push", event, data));
+      socket.on("disconnect", (reason) => {
+        this.#finish({ code: reason, reason, wasOpen: true, error: this.expired });
+      });
+      socket.onAny((event, data) => {
+        if (event !== "auth:expired") this.emit("push", event, data);
+      });
     });
   }
 
@@ -95,8 +103,11 @@ export class SocketIoTransport extends Emitter {
     this.#finish({ code: "io client disconnect", reason: "client closed", wasOpen: true });
   }
 
-  /** Drops the underlying connection without a disconnect packet (tests, dead connections). */
-  terminate() {
+  /**
+   * Drops the underlying connection without a disconnect packet (tests, dead connections): the
+   * server keeps the presence connection for the resume grace. `error` is why.
+   */
+  terminate(error) {
     if (this.closed) return;
     try {
       // Closing the engine drops the connection without a Socket.IO disconnect packet.
@@ -104,7 +115,7 @@ export class SocketIoTransport extends Emitter {
     } catch {
       // Nothing left to close.
     }
-    this.#finish({ code: "transport close", reason: "terminated", wasOpen: true });
+    this.#finish({ code: "transport close", reason: "terminated", wasOpen: true, error });
   }
 
   #finish(info) {

@@ -107,14 +107,16 @@ export class WsTransport extends Emitter {
 
   /**
    * Drops the socket without a close frame, as a crash or a network loss would (Node's `ws`
-   * `terminate()`; browsers have only `close()`). For tests and for dead-connection recovery.
+   * `terminate()`; browsers have only `close()`, which sends a Close frame: the server then
+   * treats it as a goodbye, if the frame gets through). For tests and for dead-connection
+   * recovery; `error` is why, reported as the close's reason.
    */
-  terminate() {
+  terminate(error) {
     if (this.closed) return;
     const socket = this.socket;
     if (socket && typeof socket.terminate === "function") socket.terminate();
     else socket?.close(4000, "terminated");
-    this.#finish({ code: 1006, reason: "terminated", wasOpen: true });
+    this.#finish({ code: 1006, reason: "terminated", wasOpen: true, error });
   }
 
   #onFrame(raw) {
