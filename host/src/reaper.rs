@@ -49,23 +49,29 @@ pub async fn run(hub: Arc<Hub>) {
 }
 
 /// Renews this node's lease until the hub shuts down: at once, then every third of the
-/// lease, so two renewals can fail before the lease runs out.
+/// lease, so two renewals can fail before the lease runs out. A renewal that fails (the
+/// store not reachable yet at start-up, or an outage) is retried within a quarter of a
+/// second, so the node is listed again as soon as the store answers.
 pub async fn renew_leases(hub: Arc<Hub>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(hub.config().node_lease_ms / 3));
-    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let period = Duration::from_millis(hub.config().node_lease_ms / 3);
+    let retry = period.min(Duration::from_millis(250));
+    let mut wait = Duration::ZERO;
     let mut failing = false;
     loop {
         tokio::select! {
             () = hub.shutdown_token().cancelled() => return,
-            _ = interval.tick() => {}
+            () = tokio::time::sleep(wait) => {}
         }
         match hub.renew_lease().await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("this node's lease is renewed again");
+            Ok(()) => {
+                wait = period;
+                if failing {
+                    failing = false;
+                    tracing::info!("this node's lease is renewed again");
+                }
             }
-            Ok(()) => {}
             Err(error) => {
+                wait = retry;
                 if !failing {
                     tracing::warn!(%error, "could not renew this node's lease");
                 }
