@@ -320,6 +320,11 @@ pub struct Config {
     #[arg(long, env = "ROSTER_POLICY_INSTANCES")]
     pub policy_instances: Option<u32>,
 
+    /// Serve the demo page at `/` (turn it off in production with `false`; the dashboard
+    /// at `/dashboard` stays, its data behind `ROSTER_ADMIN_TOKEN`).
+    #[arg(long, env = "ROSTER_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+
     /// Bearer token of the admin API (`/admin/...`); without one the admin API refuses
     /// every request.
     #[arg(long, env = "ROSTER_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
@@ -486,6 +491,7 @@ impl Default for Config {
             policy_deadline_ms: None,
             policy_memory_mib: None,
             policy_instances: None,
+            demo: true,
             admin_token: None,
             tick_token: None,
             watch_components: false,

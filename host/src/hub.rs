@@ -25,8 +25,8 @@ use crate::protocol::ops::Components;
 use crate::runtime::bindings::types::{
     Action, CallContext, Channel, ChannelState, ErrorCode, Failure, HeartbeatOk, HeartbeatRequest,
     HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory,
-    MetadataOperation, Occupancy, Principal, PublishRequest, Published, ResumeRequest, Resumed,
-    Settings, SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
+    MetadataOperation, NodeLease, Occupancy, Principal, PublishRequest, Published, ResumeRequest,
+    Resumed, Settings, SnapshotPage, SnapshotRequest, TickOptions, TickReport, WriteRequest,
 };
 use crate::runtime::{CallError, Runtime};
 use crate::store::Store;
@@ -66,6 +66,10 @@ pub struct Hub {
     pub heartbeat_stats: HeartbeatStats,
     /// Connections closed before their first request (too slow, or to make room).
     pub connection_stats: Arc<crate::transport::linger::PendingStats>,
+    /// Requests handled, their failures by code and their latency, for the dashboard.
+    pub request_stats: RequestStats,
+    /// When the node started (clock ms).
+    started_at: u64,
     /// Verifies tokens; none in open mode (no key configured).
     verifier: Option<Verifier>,
     /// `/v1` requests per principal (per address in open mode); none when off.
@@ -158,6 +162,7 @@ impl Hub {
                 .saturating_mul(MAX_BATCHES_IN_FLIGHT)
                 .max(64),
         );
+        let started_at = config.clock.now_ms();
         Hub {
             clock: config.clock.clone(),
             config,
@@ -177,6 +182,8 @@ impl Hub {
             beats_rx: parking_lot::Mutex::new(Some(beats_rx)),
             heartbeat_stats: HeartbeatStats::default(),
             connection_stats: Arc::default(),
+            request_stats: RequestStats::default(),
+            started_at,
             verifier,
             http_limiter,
         }
@@ -360,6 +367,21 @@ impl Hub {
             self.renewing_since.store(0, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Every node holding a lease, for operators.
+    pub async fn nodes(&self) -> Result<Vec<NodeLease>, ApiError> {
+        flatten(self.runtime.nodes(&self.own_context()).await)
+    }
+
+    /// The clock's time now (ms since the epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// When this node started (clock ms).
+    pub fn started_at(&self) -> u64 {
+        self.started_at
     }
 
     /// Whether this node may judge others dead: only once its own lease has been renewed
@@ -586,6 +608,131 @@ pub async fn retry_deferred_leaves(hub: Arc<Hub>) {
             );
         }
         hub.deferred_leaves.lock().extend(retry);
+    }
+}
+
+/// The error codes, in the order [`RequestStats`] counts them.
+pub const ERROR_CODES: [ErrorCode; 12] = [
+    ErrorCode::InvalidPayload,
+    ErrorCode::UnknownConnection,
+    ErrorCode::StaleEpoch,
+    ErrorCode::Unauthorized,
+    ErrorCode::Forbidden,
+    ErrorCode::RateLimited,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::StoreUnavailable,
+    ErrorCode::ComponentFailed,
+    ErrorCode::MetadataConflict,
+    ErrorCode::MetadataLock,
+    ErrorCode::MetadataInvalid,
+];
+
+/// How long a latency window lasts before the next one starts.
+const LATENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Requests (socket and `/v1`) handled, failures by code, and a rolling window of their
+/// latency.
+#[derive(Debug)]
+pub struct RequestStats {
+    /// Requests handled.
+    pub total: AtomicU64,
+    /// Failures, by [`ERROR_CODES`] position.
+    pub errors: [AtomicU64; 12],
+    window: parking_lot::Mutex<LatencyWindow>,
+}
+
+#[derive(Debug)]
+struct LatencyWindow {
+    current: Option<hdrhistogram::Histogram<u64>>,
+    started: std::time::Instant,
+    last: Option<LatencySummary>,
+}
+
+/// Request latency percentiles over one window (µs).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySummary {
+    /// Requests in the window.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Slowest.
+    pub max_us: u64,
+}
+
+/// 1 µs to 60 s, 2 significant digits: a fixed ~30 KiB. (The bounds are valid constants:
+/// `None` cannot happen, and would only leave the latency at zero.)
+fn latency_histogram() -> Option<hdrhistogram::Histogram<u64>> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2).ok()
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        RequestStats {
+            total: AtomicU64::new(0),
+            errors: Default::default(),
+            window: parking_lot::Mutex::new(LatencyWindow {
+                current: latency_histogram(),
+                started: std::time::Instant::now(),
+                last: None,
+            }),
+        }
+    }
+}
+
+impl RequestStats {
+    /// Counts one request that took `took` and failed with `failed`, if it did.
+    pub fn record(&self, took: std::time::Duration, failed: Option<ErrorCode>) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(code) = failed
+            && let Some(at) = ERROR_CODES.iter().position(|c| *c == code)
+        {
+            self.errors[at].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let mut window = self.window.lock();
+        window.roll();
+        if let Some(current) = window.current.as_mut() {
+            let _ = current.record(micros.min(60_000_000));
+        }
+    }
+
+    /// The last complete window's latency (the current one's while there is none).
+    pub fn latency(&self) -> LatencySummary {
+        let mut window = self.window.lock();
+        window.roll();
+        window
+            .last
+            .unwrap_or_else(|| window.current.as_ref().map(summary).unwrap_or_default())
+    }
+}
+
+impl LatencyWindow {
+    fn roll(&mut self) {
+        if self.started.elapsed() >= LATENCY_WINDOW {
+            self.last = Some(self.current.as_ref().map(summary).unwrap_or_default());
+            if let Some(current) = self.current.as_mut() {
+                current.reset();
+            }
+            self.started = std::time::Instant::now();
+        }
+    }
+}
+
+fn summary(h: &hdrhistogram::Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary::default();
+    }
+    LatencySummary {
+        count: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        max_us: h.max(),
     }
 }
 

@@ -103,7 +103,13 @@ impl Session {
     /// socket's task would reserve room for one for its whole life (~3.5 KiB of an idle
     /// socket's memory). One allocation per request costs far less than that.
     pub async fn handle(&mut self, event: &str, data: Option<&RawValue>) -> Reply {
-        Box::pin(self.dispatch(event, data)).await
+        let started = std::time::Instant::now();
+        let reply = Box::pin(self.dispatch(event, data)).await;
+        let took = started.elapsed();
+        self.hub
+            .request_stats
+            .record(took, reply.as_ref().err().map(|error| error.code));
+        reply
     }
 
     async fn dispatch(&mut self, event: &str, data: Option<&RawValue>) -> Reply {

@@ -89,7 +89,8 @@ fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     // nothing is compiled twice.
     cargo(root, &["build", "--locked", "--workspace", "--bins"], &[])?;
     socketio_suite(root)?;
-    sdk_suite(root)
+    sdk_suite(root)?;
+    pages_suite(root)
 }
 
 /// The debug `roster` binary the Node suites run.
@@ -120,6 +121,24 @@ fn sdk_suite(root: &Path) -> Result<(), String> {
         .arg("test")
         .env("ROSTER_BIN", roster_bin(root))
         .current_dir(&sdk))
+}
+
+/// Runs the pages' browser tests (`web/`: the demo and the dashboard in a headless
+/// Chromium, driven by puppeteer-core) against the debug `roster` binary. The swap test
+/// uploads a fixture component that the cargo tests built.
+fn pages_suite(root: &Path) -> Result<(), String> {
+    let web = root.join("web");
+    npm_ci(&web)?;
+    run(Command::new("npm")
+        .arg("test")
+        .env("ROSTER_BIN", roster_bin(root))
+        .env(
+            "ROSTER_WASM_DIR",
+            xtask::wasm_target_dir(root)
+                .join("wasm32-wasip2")
+                .join("component"),
+        )
+        .current_dir(&web))
 }
 
 /// Runs the Node suite in `tests/socketio` against the debug `roster` binary.

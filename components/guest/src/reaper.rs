@@ -28,7 +28,7 @@ use crate::db::{self, BatchBuilder, Outcome, Read, Slot, score};
 use crate::fail;
 use crate::keys::{self, conn as f};
 use crate::presence;
-use crate::types::{CallContext, Failure, TickOptions, TickReport};
+use crate::types::{CallContext, Failure, NodeLease, TickOptions, TickReport};
 
 /// Stale connections taken from one bucket per tick; a full bucket sets `more`.
 pub const SCAN_LIMIT: u32 = 64;
@@ -62,6 +62,32 @@ pub fn renew_lease(ctx: &CallContext) -> Result<(), Failure> {
     let mut batch = BatchBuilder::new();
     batch.op(db::zadd(&keys::leases_key(), &ctx.node_id, score(expires)));
     db::execute_read(batch.build()).map(drop)
+}
+
+/// The lease registry: every node with a lease, and when it runs out.
+pub fn nodes() -> Result<Vec<NodeLease>, Failure> {
+    let (batch, slot) = single(db::zrange_with_scores(
+        &keys::leases_key(),
+        i64::MIN,
+        i64::MAX,
+        1024,
+    ));
+    let mut outcomes = db::execute(&[batch])?.into_iter();
+    reply(outcomes.next(), slot)?
+        .into_iter()
+        .map(|(node_id, score)| {
+            let expires_at = score
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s >= 0.0)
+                .map(|s| s as u64)
+                .ok_or_else(|| fail::internal(format!("a lease {score:?} is not a time")))?;
+            Ok(NodeLease {
+                node_id,
+                expires_at,
+            })
+        })
+        .collect()
 }
 
 /// A batch of one read, and the slot of its reply.

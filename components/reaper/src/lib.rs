@@ -18,7 +18,7 @@ mod bindings {
 }
 
 use bindings::exports::roster::hub::reaper::Guest;
-use roster_guest::types::{CallContext, Failure, TickOptions, TickReport};
+use roster_guest::types::{CallContext, Failure, NodeLease, TickOptions, TickReport};
 
 struct Component;
 
@@ -29,5 +29,9 @@ impl Guest for Component {
 
     fn renew_lease(ctx: CallContext) -> Result<(), Failure> {
         roster_guest::reaper::renew_lease(&ctx)
+    }
+
+    fn nodes(_ctx: CallContext) -> Result<Vec<NodeLease>, Failure> {
+        roster_guest::reaper::nodes()
     }
 }

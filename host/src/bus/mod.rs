@@ -662,6 +662,20 @@ impl Bus {
         self.rooms.read().len()
     }
 
+    /// The rooms with a local subscriber and how many local sockets each has, sorted by
+    /// room id; at most `limit` of them.
+    pub fn rooms(&self, limit: usize) -> Vec<(String, usize)> {
+        let mut rooms: Vec<(String, usize)> = self
+            .rooms
+            .read()
+            .iter()
+            .map(|(room_id, peers)| (room_id.clone(), peers.len()))
+            .collect();
+        rooms.sort_unstable();
+        rooms.truncate(limit);
+        rooms
+    }
+
     /// Delivers a published event to its local room, or a message to its channel's
     /// subscribers.
     pub fn deliver(&self, published: Arc<Published>) {

@@ -51,9 +51,9 @@ use bindings::presence::{PresenceComponent, PresenceComponentPre};
 use bindings::reaper::{ReaperComponent, ReaperComponentPre};
 use bindings::types::{
     Action, CallContext, Channel, ChannelState, Failure, HeartbeatOk, HeartbeatRequest,
-    HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory, Occupancy,
-    PublishRequest, Published, ResumeRequest, Resumed, SnapshotPage, SnapshotRequest, TickOptions,
-    TickReport, WriteRequest,
+    HistoryRequest, JoinRequest, Joined, Left, LockInfo, LockRequest, MessageHistory, NodeLease,
+    Occupancy, PublishRequest, Published, ResumeRequest, Resumed, SnapshotPage, SnapshotRequest,
+    TickOptions, TickReport, WriteRequest,
 };
 use cache::{ArtifactCache, Origin};
 pub use host::HostState;
@@ -1126,6 +1126,9 @@ component_calls! {
     /// `reaper.renew-lease`.
     renew_lease() -> ()
         = reaper(ReaperComponent).roster_hub_reaper().call_renew_lease;
+    /// `reaper.nodes`.
+    nodes() -> Vec<NodeLease>
+        = reaper(ReaperComponent).roster_hub_reaper().call_nodes;
 }
 
 /// Compiles (or loads), type-checks and wraps a component as a version of `W`'s slot.

@@ -146,6 +146,7 @@ async fn v1(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let mut unread = false;
+    let started = std::time::Instant::now();
     let reply = async {
         let principal = if routed.op.id == OpId::ReaperTick {
             // Schedulers only: the node reaps by itself; the route lets one scheduler drive
@@ -177,7 +178,11 @@ async fn v1(
         let request = ops::Request::from_http(&routed, &query, &body, max)?;
         ops::execute(request, &hub.caller(principal)).await
     };
-    let mut response = respond(reply.await);
+    let reply = reply.await;
+    let took = started.elapsed();
+    hub.request_stats
+        .record(took, reply.as_ref().err().map(|error| error.code));
+    let mut response = respond(reply);
     if unread {
         // The body was refused unread (or could not be read): the connection cannot carry
         // another request, and the client must not try to reuse it.

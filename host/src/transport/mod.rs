@@ -3,7 +3,10 @@
 //! - [`socketio`]: Socket.IO v4 at `/socket.io/`;
 //! - [`ws`]: the plain WebSocket transport at `/ws`;
 //! - [`http`]: the REST API under `/v1/`;
-//! - [`admin`]: the admin API under `/admin/` (components: list, swap, rollback);
+//! - [`admin`]: the admin API under `/admin/` (components: list, swap, rollback; stats,
+//!   nodes, rooms for the dashboard);
+//! - [`pages`]: the demo page at `/`, the dashboard at `/dashboard`, their assets and the
+//!   JS SDK;
 //! - [`linger`]: accepted connections: `TCP_NODELAY`, and closes that let a peer still
 //!   sending read the server's last frame;
 //! - here: `/healthz` (alive), `/readyz` (store reachable, not shutting down) and
@@ -12,6 +15,7 @@
 pub mod admin;
 pub mod http;
 pub mod linger;
+pub mod pages;
 pub mod socketio;
 pub mod ws;
 
@@ -52,6 +56,7 @@ pub fn router(hub: Arc<Hub>) -> (Router, socketio::Transports) {
         .route("/metrics", http::allow(get(metrics), "GET"))
         .merge(http::routes())
         .merge(admin::routes(&hub))
+        .merge(pages::routes())
         .layer(socketio)
         .layer(axum::middleware::map_request(socketio::own_head))
         .layer(cors)
