@@ -29,7 +29,10 @@ use clap::{Args, Parser, Subcommand};
 use client::{Client, OnEvent, Transport};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use stats::{ProcSample, cpu_percent, histogram, micros, p99_ms, record, sample, summary};
+use stats::{
+    ProcSample, cpu_percent, cpu_seconds, histogram, micros, micros_per, p99_ms, record, sample,
+    summary,
+};
 
 #[derive(Parser)]
 #[command(name = "roster-bench", about = "Load generator for Roster")]
@@ -51,6 +54,9 @@ struct TargetArgs {
     /// The server's process id, to report its CPU and memory.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// The store's process id (`redis-server`), to report its CPU per ack too.
+    #[arg(long, global = true)]
+    store_pid: Option<u32>,
     /// Loopback source addresses to spread connections over (127.0.0.1 .. 127.0.0.N), for
     /// more connections than one address has ports.
     #[arg(long, global = true, default_value_t = 1)]
@@ -315,11 +321,42 @@ struct LoadResult {
     fanout: Histogram<u64>,
     cpu: Option<f64>,
     rss_mib: Option<f64>,
+    /// The server's CPU time while measuring (s).
+    cpu_seconds: Option<f64>,
+    /// The store's CPU time while measuring (s).
+    store_cpu_seconds: Option<f64>,
 }
 
 impl LoadResult {
     fn acks_per_second(&self) -> f64 {
         self.acks as f64 / self.seconds
+    }
+
+    /// The server's CPU per ack and per delivered event, and the store's per ack (µs).
+    fn cpu_note(&self) -> String {
+        let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} µs"));
+        format!(
+            "server CPU per ack {} (per delivered event {}); store CPU per ack {}",
+            us(micros_per(self.cpu_seconds, self.acks)),
+            us(micros_per(self.cpu_seconds, self.fanout.len())),
+            us(micros_per(self.store_cpu_seconds, self.acks)),
+        )
+    }
+
+    /// One machine-readable line (`ROW {json}`), which `cargo xtask bench compare` collects.
+    fn row(&self, label: &str) {
+        println!(
+            "ROW {}",
+            json!({
+                "label": label,
+                "acksPerSecond": self.acks_per_second().round(),
+                "p99Ms": p99_ms(&self.ack_latency),
+                "errors": self.errors,
+                "serverUsPerAck": micros_per(self.cpu_seconds, self.acks),
+                "storeUsPerAck": micros_per(self.store_cpu_seconds, self.acks),
+                "rssMib": self.rss_mib,
+            })
+        );
     }
 
     fn print(&self, label: &str) {
@@ -334,6 +371,7 @@ impl LoadResult {
             self.cpu.map_or("-".into(), |c| format!("{c:.0}%")),
             self.rss_mib.map_or("-".into(), |r| format!("{r:.0} MiB")),
         );
+        println!("  {}", self.cpu_note());
     }
 }
 
@@ -344,6 +382,7 @@ async fn run_load(
     rate: f64,
     fan: &Arc<FanOut>,
     pid: Option<u32>,
+    store_pid: Option<u32>,
 ) -> LoadResult {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let warmup = Duration::from_secs(load.warmup);
@@ -398,8 +437,10 @@ async fn run_load(
     tokio::time::sleep_until(measure_from.into()).await;
     fan.measuring.store(true, Ordering::Relaxed);
     let before = pid.and_then(sample);
+    let store_before = store_pid.and_then(sample);
     tokio::time::sleep_until(end.into()).await;
     let after = pid.and_then(sample);
+    let store_after = store_pid.and_then(sample);
     fan.measuring.store(false, Ordering::Relaxed);
     let mut ack_latency = histogram();
     for task in tasks {
@@ -421,6 +462,10 @@ async fn run_load(
         fanout,
         cpu: before.zip(after).map(|(b, a)| cpu_percent(&b, &a)),
         rss_mib: after.map(|a| a.rss_kib as f64 / 1024.0),
+        cpu_seconds: before.zip(after).map(|(b, a)| cpu_seconds(&b, &a)),
+        store_cpu_seconds: store_before
+            .zip(store_after)
+            .map(|(b, a)| cpu_seconds(&b, &a)),
     }
 }
 
@@ -599,6 +644,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let pid = target.server_pid;
+    let store_pid = target.store_pid;
     let rooms_of = |rooms: usize| move |i: usize| format!("room-{}", i % rooms.max(1));
     match cli.scenario {
         Scenario::Steady(load) => {
@@ -612,9 +658,9 @@ async fn main() -> anyhow::Result<()> {
                 members.len() as f64 / took.as_secs_f64(),
                 summary(&joins)
             );
-            run_load(&members, &load, load.rate, &fan, pid)
-                .await
-                .print("steady");
+            let result = run_load(&members, &load, load.rate, &fan, pid, store_pid).await;
+            result.print("steady");
+            result.row("steady");
         }
         Scenario::Search {
             load,
@@ -631,23 +677,36 @@ async fn main() -> anyhow::Result<()> {
                 load.rooms
             );
             let mut total = from;
-            let mut best: Option<(f64, f64)> = None;
+            let mut best: Option<LoadResult> = None;
             loop {
-                let result =
-                    run_load(&members, &load, total / members.len() as f64, &fan, pid).await;
+                let result = run_load(
+                    &members,
+                    &load,
+                    total / members.len() as f64,
+                    &fan,
+                    pid,
+                    store_pid,
+                )
+                .await;
                 result.print(&format!("step {total:.0}/s"));
                 let p99 = p99_ms(&result.ack_latency);
                 let achieved = result.acks_per_second();
                 if p99 > bound || achieved < total * 0.9 || result.errors > 0 {
                     break;
                 }
-                best = Some((achieved, p99));
+                best = Some(result);
                 total *= step;
             }
             match best {
-                Some((rate, p99)) => println!(
-                    "RESULT: {rate:.0} heartbeat acks/s with p99 {p99:.2} ms (< {bound} ms)"
-                ),
+                Some(best) => {
+                    println!(
+                        "RESULT: {:.0} heartbeat acks/s with p99 {:.2} ms (< {bound} ms); {}",
+                        best.acks_per_second(),
+                        p99_ms(&best.ack_latency),
+                        best.cpu_note()
+                    );
+                    best.row("search");
+                }
                 None => println!("RESULT: even the first step passed the bound"),
             }
         }
@@ -666,8 +725,11 @@ async fn main() -> anyhow::Result<()> {
                 members.len() as f64 / took.as_secs_f64(),
                 summary(&joins)
             );
+            let joins_per_second = members.len() as f64 / took.as_secs_f64();
             tokio::time::sleep(Duration::from_secs(1)).await;
             fan.measuring.store(true, Ordering::Relaxed);
+            let updating = pid.and_then(sample);
+            let store_updating = store_pid.and_then(sample);
             let sender = &members[0];
             let mut acks = histogram();
             for n in 0..updates {
@@ -697,6 +759,28 @@ async fn main() -> anyhow::Result<()> {
                 summary(&fanout),
                 summary(&acks),
                 server_note(pid, before)
+            );
+            let cpu = updating
+                .zip(pid.and_then(sample))
+                .map(|(b, a)| cpu_seconds(&b, &a));
+            let store_cpu = store_updating
+                .zip(store_pid.and_then(sample))
+                .map(|(b, a)| cpu_seconds(&b, &a));
+            let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} µs"));
+            println!(
+                "  while updating: server CPU per delivered event {}, store CPU per update {}",
+                us(micros_per(cpu, fanout.len())),
+                us(micros_per(store_cpu, updates as u64)),
+            );
+            println!(
+                "ROW {}",
+                json!({
+                    "label": "big-room",
+                    "joinsPerSecond": joins_per_second.round(),
+                    "deliveries": fanout.len(),
+                    "deliveryP99Ms": p99_ms(&fanout),
+                    "serverUsPerDelivery": micros_per(cpu, fanout.len()),
+                })
             );
         }
         Scenario::Idle {
@@ -847,7 +931,7 @@ async fn main() -> anyhow::Result<()> {
                     times
                 })
             };
-            let result = run_load(&members, &load, load.rate, &fan, pid).await;
+            let result = run_load(&members, &load, load.rate, &fan, pid, store_pid).await;
             stop.store(true, Ordering::Relaxed);
             let times = swapper.await?;
             result.print("steady load during swaps");

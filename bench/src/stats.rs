@@ -84,6 +84,17 @@ pub fn cpu_percent(from: &ProcSample, to: &ProcSample) -> f64 {
     (to.cpu_ticks.saturating_sub(from.cpu_ticks) as f64 / CLK_TCK) / seconds * 100.0
 }
 
+/// CPU time (user + system) used between two samples, in seconds.
+pub fn cpu_seconds(from: &ProcSample, to: &ProcSample) -> f64 {
+    to.cpu_ticks.saturating_sub(from.cpu_ticks) as f64 / CLK_TCK
+}
+
+/// Microseconds of CPU per operation: `cpu` seconds over `operations`.
+pub fn micros_per(cpu: Option<f64>, operations: u64) -> Option<f64> {
+    cpu.filter(|_| operations > 0)
+        .map(|seconds| seconds * 1e6 / operations as f64)
+}
+
 /// Microseconds in a duration, saturating.
 pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)

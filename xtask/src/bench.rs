@@ -5,6 +5,13 @@
 //! server's pid for CPU and memory readings, and stops both. ARGS go to `roster-bench`
 //! (`cargo xtask bench steady --help` lists them).
 //!
+//! `cargo xtask bench compare --other '<command>' [--redis] <scenario> [ARGS...]` runs the
+//! same scenario twice, one after the other: against `roster`, then against the server that
+//! `<command>` starts (run by `sh -c`, with `PORT`, `HOST=127.0.0.1` and, with `--redis`,
+//! `REDIS_URL` of its own fresh `redis-server`; ready when `GET /healthz` answers 200), and
+//! prints both rows and their ratio. The server CPU per ack of each comes from its own pid,
+//! and with `--redis` each run's `redis-server` CPU per ack too.
+//!
 //! The server runs as documented in docs/benchmarks.md: per-socket rate limit off (the load
 //! generator is the only client), socket cap just under this machine's open-file limit,
 //! an admin token for the `swap` scenario. Variables already in the environment (for
@@ -40,11 +47,18 @@ const MAX_SOCKETS: &str = "19900";
 pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut redis = false;
     let mut jwt = false;
+    let mut other = None;
     let mut forwarded = Vec::new();
-    for arg in args {
+    let mut args = args.iter();
+    let compare = args.as_slice().first().is_some_and(|a| a == "compare");
+    if compare {
+        args.next();
+    }
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = true,
             "--jwt" => jwt = true,
+            "--other" if compare => other = args.next().cloned(),
             _ => forwarded.push(arg.clone()),
         }
     }
@@ -55,10 +69,13 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         .cloned()
     else {
         return Err(format!(
-            "usage: cargo xtask bench [--redis] [--jwt] [OPTIONS] <{}> [ARGS...]",
+            "usage: cargo xtask bench [compare --other '<command>'] [--redis] [--jwt] [OPTIONS] <{}> [ARGS...]",
             SCENARIOS.join(" | ")
         ));
     };
+    if compare && other.is_none() {
+        return Err("compare needs --other '<command that starts the other server>'".into());
+    }
     crate::cargo(
         root,
         &[
@@ -89,6 +106,51 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         forwarded.push("--components".into());
         forwarded.extend(built.iter().map(|p| p.display().to_string()));
     }
+    let roster_rows = run_against_roster(&release, redis, jwt, &forwarded)?;
+    let Some(other) = other else {
+        return Ok(());
+    };
+    let other_rows = run_against_other(&release, &other, redis, &forwarded)?;
+    println!(
+        "\n== compare: {scenario} ({} store)",
+        if redis { "redis" } else { "embedded" }
+    );
+    for (name, rows) in [("roster", &roster_rows), ("other", &other_rows)] {
+        for row in rows {
+            println!("{name:>7}: {row}");
+        }
+    }
+    let key = if scenario == "big-room" {
+        "joinsPerSecond"
+    } else {
+        "acksPerSecond"
+    };
+    if let (Some(ours), Some(theirs)) = (
+        roster_rows.last().and_then(|row| number(row, key)),
+        other_rows.last().and_then(|row| number(row, key)),
+    ) && theirs > 0.0
+    {
+        println!("  {key}: roster / other = {:.2}", ours / theirs);
+    }
+    for key in ["serverUsPerAck", "storeUsPerAck", "serverUsPerDelivery"] {
+        if let (Some(ours), Some(theirs)) = (
+            roster_rows.last().and_then(|row| number(row, key)),
+            other_rows.last().and_then(|row| number(row, key)),
+        ) && ours > 0.0
+        {
+            println!("  {key}: other / roster = {:.2}", theirs / ours);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scenario against a private `roster`; returns its `ROW` lines.
+fn run_against_roster(
+    release: &Path,
+    redis: bool,
+    jwt: bool,
+    forwarded: &[String],
+) -> Result<Vec<String>, String> {
     let redis_server = if redis { Some(Redis::start()?) } else { None };
     let port = free_port()?;
     let mut server = Command::new(release.join("roster"));
@@ -111,7 +173,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     }
     let mut server = Process::spawn(server, "roster")?;
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait_ready(address, &mut server)?;
+    wait_ready(address, &mut server, "/readyz")?;
     println!(
         "roster {} on {address} ({} store, {}), pid {}",
         env!("CARGO_PKG_VERSION"),
@@ -121,18 +183,102 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     );
     let mut bench = Command::new(release.join("roster-bench"));
     bench
-        .args(&forwarded)
+        .args(forwarded)
         .args(["--server", &address.to_string()])
         .args(["--server-pid", &server.pid().to_string()])
         .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("ROSTER_JWT_SECRET");
+    if let Some(redis) = &redis_server {
+        bench.args(["--store-pid", &redis.pid().to_string()]);
+    }
     if jwt {
         bench.env("ROSTER_JWT_SECRET", JWT_SECRET);
     }
-    let outcome = crate::run(&mut bench);
+    let outcome = run_collecting_rows(&mut bench);
     drop(server);
     drop(redis_server);
     outcome
+}
+
+/// Runs the scenario against the server `command` starts; returns its `ROW` lines.
+fn run_against_other(
+    release: &Path,
+    command: &str,
+    redis: bool,
+    forwarded: &[String],
+) -> Result<Vec<String>, String> {
+    let redis_server = if redis { Some(Redis::start()?) } else { None };
+    let port = free_port()?;
+    let mut server = Command::new("sh");
+    // `exec`: the pid is the server's own, not a shell's, for its CPU readings.
+    server
+        .arg("-c")
+        .arg(format!("exec {command}"))
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .stdin(Stdio::null());
+    if let Some(redis) = &redis_server {
+        server.env("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port));
+    }
+    let mut server = Process::spawn(server, "the other server")?;
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_ready(address, &mut server, "/healthz")?;
+    println!(
+        "\nthe other server on {address}, pid {}: {command}",
+        server.pid()
+    );
+    let mut bench = Command::new(release.join("roster-bench"));
+    bench
+        .args(forwarded)
+        .args(["--server", &address.to_string()])
+        .args(["--server-pid", &server.pid().to_string()])
+        .env_remove("ROSTER_JWT_SECRET");
+    if let Some(redis) = &redis_server {
+        bench.args(["--store-pid", &redis.pid().to_string()]);
+    }
+    let outcome = run_collecting_rows(&mut bench);
+    drop(server);
+    drop(redis_server);
+    outcome
+}
+
+/// Runs `roster-bench`, echoing its output, and returns its `ROW` lines (without `ROW `).
+fn run_collecting_rows(command: &mut Command) -> Result<Vec<String>, String> {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run {:?}: {error}", command.get_program()))?;
+    let mut rows = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            println!("{line}");
+            if let Some(row) = line.strip_prefix("ROW ") {
+                rows.push(row.to_owned());
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|error| format!("roster-bench: {error}"))?;
+    if status.success() {
+        Ok(rows)
+    } else {
+        Err(format!("roster-bench failed ({status})"))
+    }
+}
+
+/// The number after `"key":` in a one-line JSON object (xtask has no JSON parser).
+fn number(row: &str, key: &str) -> Option<f64> {
+    let at = row.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &row[at..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -148,18 +294,19 @@ fn free_port() -> Result<u16, String> {
         .map_err(|error| format!("no free port: {error}"))
 }
 
-/// Waits for `GET /readyz` to answer 200.
-fn wait_ready(address: SocketAddr, server: &mut Process) -> Result<(), String> {
+/// Waits for `GET <path>` to answer 200.
+fn wait_ready(address: SocketAddr, server: &mut Process, path: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if server.exited() {
-            return Err("roster exited during start-up".into());
+            return Err(format!("{} exited during start-up", server.name));
         }
         let ready = TcpStream::connect_timeout(&address, Duration::from_secs(1))
             .and_then(|mut stream| {
                 stream.set_read_timeout(Some(Duration::from_secs(2)))?;
                 stream.write_all(
-                    b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+                    format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
                 )?;
                 let mut reply = Vec::new();
                 stream.read_to_end(&mut reply)?;
@@ -171,7 +318,10 @@ fn wait_ready(address: SocketAddr, server: &mut Process) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("roster on {address} was not ready within 120 s"))
+    Err(format!(
+        "{} on {address} was not ready within 120 s",
+        server.name
+    ))
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -226,6 +376,7 @@ impl Drop for Process {
 /// A private `redis-server` on a free port, without persistence.
 struct Redis {
     port: u16,
+    pid: u32,
     dir: PathBuf,
     _process: Process,
 }
@@ -264,9 +415,16 @@ impl Redis {
         println!("redis-server on 127.0.0.1:{port}, pid {}", process.pid());
         Ok(Redis {
             port,
+            pid: process.pid(),
             dir,
             _process: process,
         })
+    }
+}
+
+impl Redis {
+    fn pid(&self) -> u32 {
+        self.pid
     }
 }
 

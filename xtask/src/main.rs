@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         ),
         _ => {
             eprintln!(
-                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | bench [--redis] SCENARIO [ARGS...] | build-components [DIR] | build-spin>"
+                "usage: cargo xtask <run [ARGS...] | test [ARGS...] | check | bench [compare --other CMD] [--redis] SCENARIO [ARGS...] | build-components [DIR] | build-spin>"
             );
             return ExitCode::from(2);
         }
