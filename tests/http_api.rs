@@ -261,6 +261,64 @@ async fn http_errors_and_health() {
     );
 }
 
+/// `/metrics` is OpenMetrics text from the Prometheus client library, with the latency
+/// histograms filled by what clients did: requests by event and transport, component
+/// calls by slot, store executions and their sizes, event fan-out by transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_the_latency_histograms() {
+    let host = TestHost::start().await;
+    let mut watcher = host.connect().await;
+    watcher.join("metrics-room", "ada", json!({})).await;
+    let mut sio = roster_tests::SioClient::connect(&host).await.unwrap();
+    let joined = sio
+        .request(
+            "presence:join",
+            json!({"roomId": "metrics-room", "userId": "bob", "state": {}}),
+        )
+        .await;
+    assert_eq!(joined["ok"], json!(true), "{joined}");
+    watcher.next_event().await;
+    host.http()
+        .ok("GET", "/v1/rooms/metrics-room/connections", None)
+        .await;
+
+    let response = reqwest::get(host.url("/metrics")).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let count = |series: &str| -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    // Histograms are process-wide: other tests in this binary add to them, never less.
+    for series in [
+        r#"roster_request_duration_seconds_count{event="presence:join",transport="ws"}"#,
+        r#"roster_request_duration_seconds_count{event="presence:join",transport="socketio"}"#,
+        r#"roster_request_duration_seconds_count{event="presence:snapshot",transport="http"}"#,
+        r#"roster_component_call_duration_seconds_count{component="presence"}"#,
+        r#"roster_fanout_delay_seconds_count{transport="ws"}"#,
+        "roster_store_round_trip_seconds_count",
+        "roster_store_batch_size_count",
+    ] {
+        assert!(count(series) >= 1, "{series}");
+    }
+    assert!(text.contains("# TYPE roster_request_duration_seconds histogram"));
+    assert!(text.contains(
+        r#"roster_request_duration_seconds_bucket{le="+Inf",event="presence:join",transport="ws"}"#
+    ));
+    assert!(count("roster_requests_total") >= 3);
+    assert_eq!(
+        count(r#"roster_request_errors_total{code="FORBIDDEN"}"#),
+        0,
+        "every code is listed, at zero too"
+    );
+    assert_eq!(count("roster_sockets"), 2);
+}
+
 /// Sends `request` (a raw HTTP/1.1 request) over a fresh connection and returns the
 /// status and the body as JSON, reading until the server closes.
 async fn raw(host: &TestHost, request: &[u8]) -> (u16, serde_json::Value) {

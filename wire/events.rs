@@ -43,6 +43,9 @@ pub struct Published {
     pub leave_of: Option<String>,
     /// A message's seq in its channel (none for room events): what orders delivery.
     pub seq: Option<u64>,
+    /// When it was made here, for the fan-out delay histogram (the node's monotonic
+    /// clock; never sent, never compared across processes).
+    pub created: std::time::Instant,
 }
 
 #[derive(Serialize)]
@@ -96,6 +99,7 @@ impl Published {
                     data,
                     leave_of,
                     seq: None,
+                    created: std::time::Instant::now(),
                 }
             }
             Event::Metadata(event) => {
@@ -118,6 +122,7 @@ impl Published {
                     data,
                     leave_of: None,
                     seq: None,
+                    created: std::time::Instant::now(),
                 }
             }
             Event::Message(message) => {
@@ -128,6 +133,7 @@ impl Published {
                     data: to_raw(&MessageView::from(message)),
                     leave_of: None,
                     seq: Some(seq),
+                    created: std::time::Instant::now(),
                 }
             }
         }
@@ -142,6 +148,7 @@ impl Published {
             data: to_raw(data),
             leave_of: None,
             seq: None,
+            created: std::time::Instant::now(),
         }
     }
 

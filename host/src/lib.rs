@@ -24,6 +24,7 @@ pub mod admin_client;
 pub mod bus;
 pub mod config;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod reaper;
 pub mod runtime;

@@ -48,12 +48,19 @@ pub struct Session {
     identity: Verified,
     /// The message channels it subscribes to.
     channels: HashSet<String>,
+    /// Its transport, for the request histograms.
+    transport: crate::metrics::Transport,
 }
 
 impl Session {
     /// A session for `peer`, as `identity` (verified at the handshake, or the open
     /// principal).
-    pub fn new(hub: Arc<Hub>, peer: Arc<Peer>, identity: Verified) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        peer: Arc<Peer>,
+        identity: Verified,
+        transport: crate::metrics::Transport,
+    ) -> Self {
         let limiter = NonZeroU32::new(hub.config().rate_limit_per_sec).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
@@ -64,6 +71,7 @@ impl Session {
             limiter,
             identity,
             channels: HashSet::new(),
+            transport,
         }
     }
 
@@ -109,6 +117,7 @@ impl Session {
         self.hub
             .request_stats
             .record(took, reply.as_ref().err().map(|error| error.code));
+        crate::metrics::METRICS.request(self.transport, event, took);
         reply
     }
 

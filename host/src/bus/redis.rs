@@ -352,6 +352,7 @@ async fn receiver(
                     data: envelope.data.to_owned(),
                     leave_of: envelope.leave.map(Cow::into_owned),
                     seq: envelope.seq,
+                    created: std::time::Instant::now(),
                 }));
             }
             Ok(_) => {}

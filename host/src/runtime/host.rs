@@ -123,7 +123,11 @@ impl store::Host for HostState {
         &mut self,
         batches: Vec<store::Batch>,
     ) -> Result<Vec<store::BatchOutcome>, store::StoreError> {
-        self.store.execute(batches).await
+        let started = std::time::Instant::now();
+        let count = batches.len();
+        let outcome = self.store.execute(batches).await;
+        crate::metrics::METRICS.store_execution(count, started.elapsed());
+        outcome
     }
 }
 

@@ -886,6 +886,7 @@ impl Runtime {
         call: impl AsyncFnOnce(&W, &mut wasmtime::Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         slot.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         // The semaphore is never closed, so acquiring fails only if it were.
         let _permit = slot
             .permits
@@ -899,6 +900,7 @@ impl Runtime {
         let version = slot.current.load_full();
         version.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.call_on(slot.limits, &version, ctx.now, call).await;
+        crate::metrics::METRICS.component_call(W::SLOT.as_str(), started.elapsed());
         if result.is_err() {
             slot.failures.fetch_add(1, Ordering::Relaxed);
             version.failures.fetch_add(1, Ordering::Relaxed);

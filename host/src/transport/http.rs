@@ -146,6 +146,7 @@ async fn v1(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     let mut unread = false;
+    let op = routed.op;
     let started = std::time::Instant::now();
     let reply = async {
         let principal = if routed.op.id == OpId::ReaperTick {
@@ -182,6 +183,11 @@ async fn v1(
     let took = started.elapsed();
     hub.request_stats
         .record(took, reply.as_ref().err().map(|error| error.code));
+    crate::metrics::METRICS.request(
+        crate::metrics::Transport::Http,
+        crate::metrics::operation_label(op),
+        took,
+    );
     let mut response = respond(reply);
     if unread {
         // The body was refused unread (or could not be read): the connection cannot carry

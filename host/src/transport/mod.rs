@@ -19,7 +19,6 @@ pub mod pages;
 pub mod socketio;
 pub mod ws;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -137,158 +136,170 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    use crate::metrics::Sample::{Counter, Gauge};
     let bus = &hub.bus.stats;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let mut series: Vec<(&str, &str, &str, u64)> = vec![
-        (
+    let gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+    let mut samples = vec![
+        Gauge(
             "roster_auth_open",
             "1 when no token key is configured (open mode: anyone is whoever they say).",
-            "gauge",
-            u64::from(!hub.config().auth_on()),
+            Vec::new(),
+            i64::from(!hub.config().auth_on()),
         ),
-        (
+        Gauge(
             "roster_sockets",
             "Open sockets (WebSocket and Socket.IO).",
-            "gauge",
-            hub.socket_count() as u64,
+            Vec::new(),
+            gauge(hub.socket_count()),
         ),
-        (
+        Gauge(
             "roster_rooms",
             "Rooms with a subscriber on this node.",
-            "gauge",
-            hub.bus.room_count() as u64,
+            Vec::new(),
+            gauge(hub.bus.room_count()),
         ),
-        (
-            "roster_events_published_total",
+        Counter(
+            "roster_events_published",
             "Events delivered to this node's bus.",
-            "counter",
+            Vec::new(),
             load(&bus.published),
         ),
-        (
-            "roster_event_deliveries_total",
+        Counter(
+            "roster_event_deliveries",
             "Event copies queued to sockets.",
-            "counter",
+            Vec::new(),
             load(&bus.delivered),
         ),
-        (
-            "roster_slow_readers_total",
+        Counter(
+            "roster_slow_readers",
             "Sockets closed because their outbound queue overflowed.",
-            "counter",
+            Vec::new(),
             load(&bus.slow_readers),
         ),
-        (
-            "roster_connections_timed_out_total",
+        Counter(
+            "roster_connections_timed_out",
             "Connections closed for sending no complete request head within 10 s.",
-            "counter",
+            Vec::new(),
             load(&hub.connection_stats.timed_out),
         ),
-        (
-            "roster_connections_evicted_total",
+        Counter(
+            "roster_connections_evicted",
             "Connections closed before their first request to make room for newer ones.",
-            "counter",
+            Vec::new(),
             load(&hub.connection_stats.evicted),
         ),
-        (
-            "roster_message_gaps_filled_total",
+        Counter(
+            "roster_message_gaps_filled",
             "Gaps in a message channel's order filled from its history.",
-            "counter",
+            Vec::new(),
             load(&bus.gaps_filled),
         ),
-        (
-            "roster_messages_lost_total",
+        Counter(
+            "roster_messages_lost",
             "Messages this node's subscribers missed: gone from history before a gap was filled.",
-            "counter",
+            Vec::new(),
             load(&bus.messages_lost),
         ),
-        (
-            "roster_heartbeats_total",
+        Counter(
+            "roster_heartbeats",
             "Heartbeats handled.",
-            "counter",
+            Vec::new(),
             load(&hub.heartbeat_stats.beats),
         ),
-        (
-            "roster_heartbeat_calls_total",
+        Counter(
+            "roster_heartbeat_calls",
             "Component calls that carried heartbeats (coalesced: fewer than heartbeats under load).",
-            "counter",
+            Vec::new(),
             load(&hub.heartbeat_stats.calls),
         ),
+        Counter(
+            "roster_requests",
+            "Requests handled (sockets and /v1).",
+            Vec::new(),
+            load(&hub.request_stats.total),
+        ),
     ];
+    for (code, count) in crate::hub::ERROR_CODES
+        .iter()
+        .zip(&hub.request_stats.errors)
+    {
+        samples.push(Counter(
+            "roster_request_errors",
+            "Requests that failed, by error code.",
+            vec![("code", protocol::code_name(*code))],
+            load(count),
+        ));
+    }
     if let crate::Backend::Redis(store, feed) = &hub.backend {
-        series.extend([
-            (
-                "roster_redis_round_trips_total",
+        samples.extend([
+            Counter(
+                "roster_redis_round_trips",
                 "Pipelines sent to Redis (one per call; one per slot on a cluster).",
-                "counter",
+                Vec::new(),
                 load(&store.stats.round_trips),
             ),
-            (
-                "roster_redis_batches_total",
+            Counter(
+                "roster_redis_batches",
                 "Atomic batches sent to Redis.",
-                "counter",
+                Vec::new(),
                 load(&store.stats.batches),
             ),
-            (
-                "roster_redis_events_published_total",
+            Counter(
+                "roster_redis_events_published",
                 "Events published to other nodes.",
-                "counter",
+                Vec::new(),
                 load(&feed.stats.published),
             ),
-            (
-                "roster_redis_events_relayed_total",
+            Counter(
+                "roster_redis_events_relayed",
                 "Events from other nodes delivered here.",
-                "counter",
+                Vec::new(),
                 load(&feed.stats.relayed),
             ),
-            (
-                "roster_redis_events_dropped_total",
+            Counter(
+                "roster_redis_events_dropped",
                 "Events that could not be published to other nodes.",
-                "counter",
+                Vec::new(),
                 load(&feed.stats.dropped),
             ),
         ]);
     }
-    let mut out = String::new();
-    for (name, help, kind, value) in series {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
     let stats = hub.runtime.stats();
-    for (name, help, kind, pick) in [
-        (
-            "roster_component_calls_total",
+    for slot in &stats {
+        samples.push(Counter(
+            "roster_component_calls",
             "Component calls started.",
-            "counter",
-            0,
-        ),
-        (
-            "roster_component_failures_total",
+            vec![("component", slot.slot)],
+            slot.calls,
+        ));
+    }
+    for slot in &stats {
+        samples.push(Counter(
+            "roster_component_failures",
             "Component calls that failed (trap, deadline).",
-            "counter",
-            1,
-        ),
-        (
+            vec![("component", slot.slot)],
+            slot.failures,
+        ));
+    }
+    for slot in &stats {
+        samples.push(Gauge(
             "roster_component_idle_instances",
             "Live component instances waiting for calls.",
-            "gauge",
-            2,
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for slot in &stats {
-            let value = match pick {
-                0 => slot.calls,
-                1 => slot.failures,
-                _ => slot.idle as u64,
-            };
-            let _ = writeln!(out, "{name}{{component=\"{}\"}} {value}", slot.slot);
-        }
+            vec![("component", slot.slot)],
+            gauge(slot.idle),
+        ));
     }
-    (
-        StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response()
+    match crate::metrics::encode(samples) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }

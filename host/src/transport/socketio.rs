@@ -565,7 +565,12 @@ async fn serve(
         outbound,
         Arc::clone(&peer),
     ));
-    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer), identity);
+    let mut session = Session::new(
+        Arc::clone(&hub),
+        Arc::clone(&peer),
+        identity,
+        crate::metrics::Transport::SocketIo,
+    );
     let max_frame = hub.config().max_frame_bytes;
     // The token's end (far away in open mode); `auth:refresh` moves it.
     let far = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -673,6 +678,8 @@ async fn write_loop(
                 None => return,
             },
         };
+        crate::metrics::METRICS
+            .fanout(crate::metrics::Transport::SocketIo, event.created.elapsed());
         match send(&socket, event_packet(event.name, &event.data)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {

@@ -150,7 +150,12 @@ async fn serve(hub: Arc<Hub>, socket: WebSocket, _permit: SocketPermit, identity
     let ping_every = Duration::from_millis(hub.config().ping_interval_ms);
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&peer), ping_every));
-    let mut session = Session::new(Arc::clone(&hub), Arc::clone(&peer), identity);
+    let mut session = Session::new(
+        Arc::clone(&hub),
+        Arc::clone(&peer),
+        identity,
+        crate::metrics::Transport::Ws,
+    );
     read_loop(&hub, &mut session, &peer, stream, ping_every).await;
     session.close().await;
     if peer.close_reason().is_none() {
@@ -281,7 +286,10 @@ async fn handle_text(session: &mut Session, text: &str, max_frame: usize) -> Str
 fn frame(outbound: Outbound) -> Message {
     match outbound {
         Outbound::Reply(text) => Message::Text(Utf8Bytes::from(*text)),
-        Outbound::Event(event) => Message::Text(Utf8Bytes::from(event.ws_frame())),
+        Outbound::Event(event) => {
+            crate::metrics::METRICS.fanout(crate::metrics::Transport::Ws, event.created.elapsed());
+            Message::Text(Utf8Bytes::from(event.ws_frame()))
+        }
     }
 }
 
