@@ -223,6 +223,11 @@ export type RoomStatus = "joining" | "joined" | "rejoining" | "disconnected" | "
 
 export interface RoomEvents<S extends object> {
   join: (member: Member<S>) => void;
+  /**
+   * A member's state (or epoch) changed. After a fresh re-join (`rejoined` with
+   * `reconnected` or `lost`) our own entry moves to the new connection with an `update`
+   * whose `previous` has the old `connId`, rather than a leave and a join.
+   */
   update: (member: Member<S>, previous: Member<S>) => void;
   leave: (member: Member<S>) => void;
   /** After every batch of changes, with the whole member set. */
@@ -231,9 +236,17 @@ export interface RoomEvents<S extends object> {
   /**
    * Back in the room: `resumed` (the same connection, taken over after a reconnect; nobody
    * saw a leave), `reconnected` (the connection was gone after a reconnect: joined afresh),
-   * `reaped` (the server expired it: joined afresh).
+   * `reaped` (the server expired it: joined afresh), `lost` (the server's store lost its
+   * data, `presence:lost`: joined afresh at once, with the current state).
    */
-  rejoined: (event: { reason: "resumed" | "reconnected" | "reaped" }) => void;
+  rejoined: (event: { reason: "resumed" | "reconnected" | "reaped" | "lost" }) => void;
+  /**
+   * The room was re-read after a `presence:resync` (the node's link to the other nodes was
+   * down; events may have been missed) and the member set reconciled with it. `changes`
+   * are the differences found, also emitted as `join`/`leave`/`update`/`change`; `reason`
+   * is the server's.
+   */
+  resynced: (event: { reason: string; changes: MemberChange<S>[] }) => void;
   /** The Room ended: left, replaced by another join, refused, or the client closed. */
   left: (event: { reason: "left" | "replaced" | "refused" | "closed" }) => void;
 }
@@ -272,7 +285,12 @@ export declare class MemberSet<S extends object = JsonObject> {
   toMap(): Map<string, Member<S>>;
   userCount(): number;
   clear(): void;
-  reset(snapshot: SnapshotRow<S>[]): MemberChange<S>[];
+  /**
+   * Replaces the set with a snapshot and returns the real differences; a row older than the
+   * version held keeps the held one. `moved`: our own connection replaced by a fresh join
+   * (old connId `from`, new `to`), reported as one `update` instead of a leave and a join.
+   */
+  reset(snapshot: SnapshotRow<S>[], options?: { moved?: { from: string; to: string } }): MemberChange<S>[];
   apply(event: PresenceEvent<S>): MemberChange<S>[];
 }
 
@@ -285,6 +303,19 @@ export interface SnapshotRow<S extends object = JsonObject> {
   state: S;
   epoch: number;
   lastSeen: number;
+}
+
+/** A `presence:resync` push: the node's link to the other nodes was down and is back; events of the room may have been missed. */
+export interface PresenceResyncPush {
+  roomId: string;
+  reason: string;
+}
+
+/** A `presence:lost` push: the store lost its data; this socket's connection `connId` is gone. */
+export interface PresenceLostPush {
+  roomId: string;
+  connId: string;
+  reason: string;
 }
 
 /** A `presence:event` push. */
@@ -408,6 +439,12 @@ export interface SubscriptionEvents<P> {
    * to `message` listeners); delivery goes on after `seq`.
    */
   resync: (event: { channel: string; since: number; seq: number; messages: Message<P>[] }) => void;
+  /**
+   * The channel started over (`message:reset`: the server's store lost its history and
+   * sequence): `seq` is 0 and the next message, seq 1, is delivered. Messages after
+   * `previousSeq` (the last seq seen) that were not delivered are lost: reload.
+   */
+  reset: (event: { channel: string; seq: number; previousSeq: number | null }) => void;
   /** Every (re)subscription's ack: `recovered` says whether missed messages were all recovered (undefined on a fresh subscribe). */
   subscribed: (event: { channel: string; seq: number; recovered: boolean | undefined }) => void;
   /** A refused re-subscription (retried by itself). */
@@ -423,6 +460,12 @@ export declare class Subscription<P = JsonValue> extends TypedEmitter<Subscripti
   readonly ready: Promise<Subscription<P>>;
   publish(payload: JsonValue, options?: RequestOptions & { id?: string }): Promise<PublishAck>;
   unsubscribe(): Promise<void>;
+}
+
+/** A `message:reset` push: the channel's history and sequence were lost; its next message is `seq + 1`. */
+export interface MessageResetPush {
+  channel: string;
+  seq: 0;
 }
 
 // ---------------------------------------------------------------- helpers

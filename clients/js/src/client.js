@@ -447,8 +447,15 @@ export class RosterClient extends Emitter {
   #onPush(event, data) {
     switch (event) {
       case "presence:event":
-        if (this.#room && data?.roomId === this.#room.id) this.#room._handleEvent(data);
-        if (this.#replacing && data?.roomId === this.#replacing.id) this.#replacing._handleEvent(data);
+        for (const room of this.#roomsOf(data)) room._handleEvent(data);
+        break;
+      case "presence:resync":
+        // The node's link to the other nodes was back: events may have been missed.
+        for (const room of this.#roomsOf(data)) room._resync(data);
+        break;
+      case "presence:lost":
+        // The store lost its data: the room whose connection it was joins again.
+        for (const room of this.#roomsOf(data)) room._lost(data);
         break;
       case "metadata:event":
         this.#metadataListeners.emit(`${data?.channelType}\u0000${data?.channelName}`, data);
@@ -457,9 +464,17 @@ export class RosterClient extends Emitter {
       case "message":
         this.#subscriptions.get(data?.channel)?._handle(data);
         break;
+      case "message:reset":
+        this.#subscriptions.get(data?.channel)?._reset(data);
+        break;
       default:
         this.emit("push", event, data);
     }
+  }
+
+  /** The rooms a push about `data.roomId` concerns: the current one, and one a join in flight replaces. */
+  #roomsOf(data) {
+    return [this.#room, this.#replacing].filter((room) => room !== null && room.id === data?.roomId);
   }
 
   // ---- token refresh (DESIGN.md §7) ----

@@ -10,7 +10,12 @@
 //   - `leave` removes the member and leaves a tombstone with its version;
 //   - a `join`/`update` no newer than the tombstone of its connId is ignored (it is a late
 //     copy of something that happened before the leave);
-//   - `reset(snapshot)` replaces the set and returns only the real differences.
+//   - `reset(snapshot)` replaces the set and returns only the real differences (a member
+//     that appeared, vanished, or whose user, state or epoch changed). A row older than the
+//     version held for its connId keeps the held one (the row was read before an event that
+//     was applied), so a stale snapshot cannot undo a newer event; a member the snapshot
+//     lacks leaves a tombstone, so a late copy of one of its events does not bring it back.
+//     Used after every join or resume, and after a `presence:resync` (events were missed).
 // Pure logic with no timers or I/O, so it is unit-tested on its own.
 
 /** Tombstones kept (oldest forgotten first): enough to absorb late duplicates after churn. */
@@ -52,8 +57,13 @@ export class MemberSet {
   /**
    * Replaces the set with an authoritative snapshot (`[{connId, userId, state, epoch,
    * lastSeen}]`) and returns the differences as changes ({type, member, previous?}).
+   *
+   * `moved: {from, to}` names the room's own connection when a fresh join replaced it
+   * (`from` the old connId, `to` the new one): the entry moves to the new connId with one
+   * `update` (its previous has the old connId) rather than a leave and a join, as long as
+   * the old one is held and left the room and the new one is in the snapshot.
    */
-  reset(snapshot) {
+  reset(snapshot, { moved } = {}) {
     const next = new Map();
     for (const row of snapshot) {
       const member = {
@@ -66,18 +76,27 @@ export class MemberSet {
       const tombstone = this.#tombstones.get(member.connId);
       // A leave we already saw that is newer than the row wins (the row was read before it).
       if (tombstone && compareVersions(member, tombstone) <= 0) continue;
-      next.set(member.connId, member);
+      const held = this.#members.get(member.connId);
+      // So does an event newer than the row: the snapshot is older than what we hold.
+      next.set(member.connId, held && compareVersions(held, member) > 0 ? held : member);
     }
+    const moving =
+      moved !== undefined &&
+      moved.from !== moved.to &&
+      this.#members.has(moved.from) &&
+      !next.has(moved.from) &&
+      next.has(moved.to) &&
+      !this.#members.has(moved.to);
     const changes = [];
     for (const [connId, member] of this.#members) {
-      if (!next.has(connId)) changes.push({ type: "leave", member });
+      if (next.has(connId)) continue;
+      this.#tombstone(connId, { epoch: member.epoch, ts: member.ts });
+      if (!(moving && connId === moved.from)) changes.push({ type: "leave", member });
     }
     for (const [connId, member] of next) {
-      const previous = this.#members.get(connId);
+      const previous = moving && connId === moved.to ? this.#members.get(moved.from) : this.#members.get(connId);
       if (!previous) changes.push({ type: "join", member });
-      else if (previous.userId !== member.userId || !deepEqual(previous.state, member.state)) {
-        changes.push({ type: "update", member, previous });
-      }
+      else if (!sameVersion(previous, member)) changes.push({ type: "update", member, previous });
     }
     this.#members = next;
     return changes;
@@ -128,6 +147,11 @@ export class MemberSet {
       this.#tombstones.delete(this.#tombstones.keys().next().value);
     }
   }
+}
+
+/** Whether two holdings of a member look the same to the app: connId, user, epoch and state. */
+function sameVersion(a, b) {
+  return a.connId === b.connId && a.userId === b.userId && a.epoch === b.epoch && deepEqual(a.state, b.state);
 }
 
 /** Structural equality of JSON values; object key order does not matter (as on the server). */

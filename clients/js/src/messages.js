@@ -14,12 +14,24 @@
 // (after a restart and N new messages, "since N" looks fully recovered), so the client asks
 // from one message earlier, `since: lastSeq - 1`, and checks that the message at lastSeq is
 // still the one it delivered (same id). A different one means a new stream: resync.
+//
+// When the server knows the channel started over (its Redis came back without its data), it
+// says so: `message:reset {channel, seq: 0}`, in order with the pushes. The subscription
+// then forgets its last seq and id (the next message is seq 1, delivered, not dropped as a
+// duplicate) and emits `reset`.
 
 import { Emitter } from "./emitter.js";
 import { RosterError } from "./errors.js";
 
 /** Pause before retrying a refused re-subscription (the store may be down). */
 const RETRY_MS = 5000;
+
+/** A `message:reset` held with the pushes while a subscribe waits for its ack, in order. */
+class ResetMark {
+  constructor(seq) {
+    this.seq = seq;
+  }
+}
 
 export class Subscription extends Emitter {
   #client;
@@ -128,7 +140,10 @@ export class Subscription extends Emitter {
     const held = this.#buffer ?? [];
     this.#buffer = null;
     this.status = "subscribed";
-    for (const message of held) this.#deliver(message);
+    for (const item of held) {
+      if (item instanceof ResetMark) this.#reset(item.seq);
+      else this.#deliver(item);
+    }
     this.#subscribedOnce = true;
     this.#resolveReady(this);
     this.emit("subscribed", { channel: this.channel, seq: this.lastSeq, recovered });
@@ -139,6 +154,17 @@ export class Subscription extends Emitter {
     if (this.status === "unsubscribed") return;
     if (this.#buffer) this.#buffer.push(message);
     else this.#deliver(message);
+  }
+
+  /**
+   * A `message:reset`: the channel's history and sequence were lost; its next message is
+   * `seq + 1` (seq is 0). Held in order with the pushes while a subscribe waits for its ack.
+   */
+  _reset(data) {
+    if (this.status === "unsubscribed") return;
+    const seq = typeof data?.seq === "number" ? data.seq : 0;
+    if (this.#buffer) this.#buffer.push(new ResetMark(seq));
+    else this.#reset(seq);
   }
 
   /** Ends the subscription locally; `error` is why when the client gave up (else CLOSED). */
@@ -162,6 +188,14 @@ export class Subscription extends Emitter {
     if (anchor) return anchor.id === this.#lastId;
     const next = messages.find((message) => message.seq > since);
     return next ? next.seq === since + 1 : seq === since;
+  }
+
+  /** Starts over at `seq`: what recovery knew of the old stream (its last seq and id) is void. */
+  #reset(seq) {
+    const previousSeq = this.lastSeq;
+    this.lastSeq = seq;
+    this.#lastId = undefined;
+    this.emit("reset", { channel: this.channel, seq, previousSeq });
   }
 
   #deliver(message) {

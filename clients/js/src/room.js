@@ -5,9 +5,13 @@
 // Life of a room:
 //   joining --ack--> joined --socket lost--> disconnected --reconnected--> joined
 //                      |  \--heartbeat UNKNOWN_CONNECTION (reaped)--> rejoining --> joined
+//                      |  \--presence:lost (the store lost its data)--> rejoining --> joined
 //                      \--leave() / replaced / client closed--> left
 // Every (re)sync buffers the room's events until its snapshot is in, then replays them over
 // it (MemberSet decides what is stale), so listeners see each real change exactly once.
+// A `presence:resync` (the node's link to the others was down: events may have been
+// missed) re-reads the room the same way while it stays joined, heartbeats going on.
+// Syncs and re-reads run one at a time, in order (#sync).
 
 import { Emitter } from "./emitter.js";
 import { RosterError } from "./errors.js";
@@ -48,6 +52,8 @@ export class Room extends Emitter {
   #rejectReady;
   /** The client's connection id of the last successful sync. */
   #syncedOn = -1;
+  /** Failed attempts of the sync or re-read being retried (paces the retries); 0 after a success. */
+  #failures = 0;
 
   /**
    * @param {import("./client.js").RosterClient} client
@@ -194,6 +200,28 @@ export class Room extends Emitter {
   }
 
   /**
+   * A `presence:resync` for this room: the node's link to the other nodes was down, and
+   * events of the room may have been missed. Re-reads the room and reconciles the member
+   * set (only real differences are emitted), after any sync in progress.
+   */
+  _resync(data) {
+    if (this.status === "left") return;
+    const reason = typeof data?.reason === "string" ? data.reason : "events may have been missed";
+    this.#sync("resync", reason).catch(() => {});
+  }
+
+  /**
+   * A `presence:lost`: the store lost its data and the socket no longer holds connection
+   * `connId`. If it is ours, join again at once with our current state. Decided when the
+   * sync runs (after any in progress): a join that was in flight may be the one lost, and a
+   * re-join that already happened makes this one moot.
+   */
+  _lost(data) {
+    if (this.status === "left" || typeof data?.connId !== "string") return;
+    this.#sync("lost", data.connId).catch(() => {});
+  }
+
+  /**
    * Ends the room without a request (replaced by another join, left, or client closed).
    * `error` is why, when the client gave up (e.g. UNAUTHORIZED); else waiters get CLOSED.
    */
@@ -213,9 +241,15 @@ export class Room extends Emitter {
 
   // ---- sync: join, re-join, resume ----
 
-  #sync(kind) {
+  /**
+   * Runs a sync after the one in progress, if any: `kind` is "join", "restore", "rejoin"
+   * (reaped), "lost" (`arg`: the connId the server said is gone) or "resync" (`arg`: the
+   * server's reason; a re-read without a join).
+   */
+  #sync(kind, arg) {
     // Chain behind a sync in progress: the later one sees its outcome (self, status).
-    const run = (this.#syncing ?? Promise.resolve()).catch(() => {}).then(() => this.#runSync(kind));
+    const step = () => (kind === "resync" ? this.#runResync(arg) : this.#runSync(kind, arg));
+    const run = (this.#syncing ?? Promise.resolve()).catch(() => {}).then(step);
     const tracked = run.finally(() => {
       if (this.#syncing === tracked) this.#syncing = null;
     });
@@ -223,13 +257,20 @@ export class Room extends Emitter {
     return tracked;
   }
 
-  async #runSync(kind) {
+  async #runSync(kind, lostConnId) {
     if (this.status === "left") return undefined;
     if (kind === "restore") {
       // Decided now, not when queued: a sync that ran meanwhile on this very socket is enough.
       if (this.status === "joined" && this.#syncedOn === this.#client._connectionId) return undefined;
       kind = this.self ? "reconnect" : "join";
     }
+    if (kind === "lost") {
+      // Only our connection (not one a re-join already replaced), not after the socket
+      // dropped (the restore's resume finds it gone and joins afresh), and not while another
+      // join of this client is in flight (the heartbeat finds out if that join is refused).
+      if (this.self?.connId !== lostConnId || this.status === "disconnected" || this.#held) return undefined;
+    }
+    const previousConnId = this.self?.connId;
     const connection = this.#client._connectionId;
     clearTimeout(this.#heartbeatTimer);
     clearTimeout(this.#retryTimer);
@@ -242,7 +283,7 @@ export class Room extends Emitter {
       if (kind === "reconnect" && this.self?.resumeToken) ack = await this.#resume();
       const resumed = ack !== undefined;
       if (!resumed) ack = await this.#sendJoin();
-      const snapshot = await this.#readSnapshot(ack);
+      const snapshot = await this.#readSnapshot(ack.snapshot, ack.partial ? ack.cursor : undefined);
       if (this.status === "left") return ack;
       if (connection !== this.#client._connectionId) {
         // The socket changed under us: what we got belongs to the old one. The restore that
@@ -254,14 +295,18 @@ export class Room extends Emitter {
         epoch: ack.self?.epoch,
         ...(ack.self?.resumeToken ? { resumeToken: ack.self.resumeToken } : {}),
       };
-      const changes = this.#members.reset(snapshot);
+      // A fresh join replaced our connection: our own entry moves to the new connId (no
+      // leave and join of ourselves).
+      const moved = previousConnId === undefined ? undefined : { from: previousConnId, to: this.self.connId };
+      const changes = this.#members.reset(snapshot, { moved });
       for (const event of this.#buffer) changes.push(...this.#members.apply(event));
       this.#buffer = null;
       this.#syncedOn = this.#client._connectionId;
+      this.#failures = 0;
       this.#setStatus("joined");
       this.#resolveReady(this);
       this.#publish(changes);
-      if (kind !== "join") this.emit("rejoined", { reason: resumed ? "resumed" : kind === "reconnect" ? "reconnected" : "reaped" });
+      if (kind !== "join") this.emit("rejoined", { reason: rejoinReason(kind, resumed) });
       this.#scheduleHeartbeat(Object.keys(this.#pendingPatch).length > 0 ? 0 : this.heartbeatIntervalMs);
       return ack;
     } catch (error) {
@@ -279,13 +324,65 @@ export class Room extends Emitter {
         return undefined;
       }
       // A resume or re-join was refused (store down, room full, ...): say so, and try the
-      // same again after a heartbeat interval for as long as the room is wanted.
+      // same again for as long as the room is wanted; the status stays `rejoining` until then.
       this.#client._backgroundError(error);
       if (this.#client.isConnected) {
-        this.#retryTimer = setTimeout(() => this.#sync(kind).catch(() => {}), this.heartbeatIntervalMs);
+        this.#retryTimer = setTimeout(() => this.#sync(kind, lostConnId).catch(() => {}), this.#retryDelay(error));
       }
       return undefined;
     }
+  }
+
+  /**
+   * Re-reads the room (`presence:snapshot`, paged) and reconciles the member set with it,
+   * while the room stays joined: events received meanwhile are held and replayed over the
+   * snapshot, and a row older than what we hold does not replace it (MemberSet.reset).
+   */
+  async #runResync(reason) {
+    // Not joined: a sync is due anyway (restore, re-join), and it reads a fresh snapshot.
+    if (this.status !== "joined") return;
+    const connection = this.#client._connectionId;
+    this.#buffer = [];
+    let rows;
+    try {
+      const page = await this.#client._call("presence:snapshot", { roomId: this.id });
+      rows = await this.#readSnapshot(page.snapshot, page.cursor);
+    } catch (error) {
+      // What was held meanwhile still counts; the re-read is tried again later.
+      const held = this.#buffer ?? [];
+      this.#buffer = null;
+      if (this.status !== "joined") return;
+      this.#publish(held.flatMap((event) => this.#members.apply(event)));
+      if (error instanceof RosterError && error.code === "DISCONNECTED") return; // the restore re-reads
+      this.#client._backgroundError(error);
+      if (this.#client.isConnected) {
+        this.#retryTimer = setTimeout(() => this.#sync("resync", reason).catch(() => {}), this.#retryDelay(error));
+      }
+      return;
+    }
+    const held = this.#buffer ?? [];
+    this.#buffer = null;
+    // The socket changed or the room ended meanwhile: the restore's own snapshot decides.
+    if (this.status !== "joined" || connection !== this.#client._connectionId) return;
+    this.#failures = 0;
+    const changes = this.#members.reset(rows);
+    for (const event of held) changes.push(...this.#members.apply(event));
+    this.#publish(changes);
+    this.emit("resynced", { reason, changes });
+    // Our own connection is not in the room any more (reaped meanwhile): the heartbeat's
+    // UNKNOWN_CONNECTION starts the re-join.
+    if (this.self && !this.#members.get(this.self.connId)) this.#scheduleHeartbeat(0);
+  }
+
+  /**
+   * The pause before retrying a refused sync or re-read: a store that is coming back
+   * (STORE_UNAVAILABLE) is tried again soon, 250 ms doubling up to a heartbeat interval;
+   * anything else (a full room...) after a heartbeat interval.
+   */
+  #retryDelay(error) {
+    this.#failures++;
+    if (!(error instanceof RosterError && error.code === "STORE_UNAVAILABLE")) return this.heartbeatIntervalMs;
+    return Math.min(this.heartbeatIntervalMs, 250 * 2 ** Math.min(this.#failures - 1, 10));
   }
 
   /**
@@ -333,10 +430,12 @@ export class Room extends Emitter {
     }
   }
 
-  /** The join/resume ack's snapshot, paged with `presence:snapshot` when it says partial. */
-  async #readSnapshot(ack) {
-    const rows = [...(ack.snapshot ?? [])];
-    let cursor = ack.partial ? ack.cursor : undefined;
+  /**
+   * All the rows of a snapshot, from its first page and the cursor of the next (a join or
+   * resume ack has one when it says `partial`; a `presence:snapshot` page while more follow).
+   */
+  async #readSnapshot(firstPage, cursor) {
+    const rows = [...(firstPage ?? [])];
     while (cursor && this.status !== "left") {
       const page = await this.#client._call("presence:snapshot", { roomId: this.id, cursor });
       rows.push(...(page.snapshot ?? []));
@@ -425,4 +524,12 @@ export class Room extends Emitter {
     }
     this.emit("change", { members: this.#members.toMap(), changes });
   }
+}
+
+/** The `rejoined` reason of a sync of `kind` ("reconnect", "rejoin", "lost"). */
+function rejoinReason(kind, resumed) {
+  if (resumed) return "resumed";
+  if (kind === "reconnect") return "reconnected";
+  if (kind === "lost") return "lost";
+  return "reaped";
 }

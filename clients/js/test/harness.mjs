@@ -1,5 +1,6 @@
 // Test harness: starts the real `roster` binary on a free port (or a given one, to restart
-// it in place) and a private `redis-server`, gates clients' connections, signs tokens, and
+// it in place) and a private `redis-server` (restartable empty, or reached through a relay
+// that can cut one node off it), gates clients' connections, signs tokens, and
 // waits for conditions with timeouts so a failure says what was missing instead of
 // hanging. Same approach as tests/socketio/harness.mjs.
 
@@ -123,44 +124,129 @@ export async function freePort() {
   return port;
 }
 
-/** Starts a private, non-persistent `redis-server` on a free port; resolves once it accepts connections. */
-export async function startRedis() {
+/**
+ * Starts a private, non-persistent `redis-server` (on `port`, or a free one); resolves once
+ * it accepts connections. `restart()` kills it (SIGKILL) and starts an empty one on the
+ * same port: a Redis that came back without its data.
+ */
+export async function startRedis({ port } = {}) {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let log = "";
+    const chosen = port ?? (await freePort());
+    let child;
     try {
-      await withTimeout(
-        new Promise((resolve, reject) => {
-          const onData = (chunk) => {
-            log += chunk;
-            if (/Ready to accept connections/.test(log)) resolve();
-          };
-          child.stdout.on("data", onData);
-          child.stderr.on("data", onData);
-          child.on("error", (error) => reject(new Error(`cannot run redis-server: ${error.message}`)));
-          child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${log}`)));
-        }),
-        "redis-server to start",
-      );
+      child = await spawnRedis(chosen);
     } catch (error) {
-      child.kill("SIGKILL");
       // Someone took the port between freePort() and the bind: pick another.
-      if (attempt < 5 && /Address already in use/.test(log)) continue;
+      if (port === undefined && attempt < 5 && /Address already in use/.test(error.message)) continue;
       throw error;
     }
-    return {
-      url: `redis://127.0.0.1:${port}`,
+    const redis = {
+      port: chosen,
+      url: `redis://127.0.0.1:${chosen}`,
       async stop() {
         if (child.exitCode !== null || child.signalCode !== null) return;
         const exited = once(child, "exit");
         child.kill("SIGKILL");
         await withTimeout(exited, "redis-server to exit");
       },
+      /** SIGKILL, then a new, empty redis-server on the same port. */
+      async restart() {
+        await redis.stop();
+        for (let tries = 1; ; tries++) {
+          try {
+            child = await spawnRedis(chosen);
+            return;
+          } catch (error) {
+            if (tries >= 20 || !/Address already in use/.test(error.message)) throw error;
+            await sleep(100);
+          }
+        }
+      },
     };
+    return redis;
   }
+}
+
+/** Runs redis-server on `port`; resolves with the child once it is ready, else rejects with its log. */
+async function spawnRedis(port) {
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let log = "";
+  try {
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        const onData = (chunk) => {
+          log += chunk;
+          if (/Ready to accept connections/.test(log)) resolve();
+        };
+        child.stdout.on("data", onData);
+        child.stderr.on("data", onData);
+        child.on("error", (error) => reject(new Error(`cannot run redis-server: ${error.message}`)));
+        child.on("exit", (code) => reject(new Error(`redis-server exited with ${code}:\n${log}`)));
+      }),
+      "redis-server to start",
+    );
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  }
+  return child;
+}
+
+/**
+ * A TCP relay to `127.0.0.1:targetPort`, to cut one node off Redis while the others keep
+ * it: `cut()` drops every relayed connection and refuses new ones until `mend()`. The
+ * node sees Redis go away and come back with its data (its Pub/Sub link included).
+ */
+export async function tcpRelay(targetPort) {
+  const sockets = new Set();
+  let cut = false;
+  const server = net.createServer((incoming) => {
+    if (cut) {
+      incoming.destroy();
+      return;
+    }
+    const outgoing = net.connect(targetPort, "127.0.0.1");
+    for (const [socket, other] of [
+      [incoming, outgoing],
+      [outgoing, incoming],
+    ]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        sockets.delete(socket);
+        other.destroy();
+      });
+      socket.pipe(other);
+    }
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  const cutOff = () => {
+    cut = true;
+    for (const socket of sockets) socket.destroy();
+  };
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    cut: cutOff,
+    mend() {
+      cut = false;
+    },
+    async close() {
+      cutOff();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** The HTTP status of a node's `/readyz` (503 while its store or event feed is down). */
+export async function readyz(server) {
+  const response = await fetch(`${server.url}/readyz`);
+  await response.body?.cancel();
+  return response.status;
 }
 
 /** An HS256 JWT of `claims` signed with `secret` (what the hub verifies with --jwt-secret). */

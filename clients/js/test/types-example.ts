@@ -43,7 +43,8 @@ export async function example(): Promise<void> {
   room.on("join", (member: Member<Cursor>) => console.log(member.state.name));
   room.on("update", (member, previous) => console.log(member.state.x - previous.state.x));
   room.on("change", ({ members, changes }) => console.log(members.size, changes.length));
-  room.on("rejoined", ({ reason }) => console.log(reason));
+  room.on("rejoined", ({ reason }) => console.log(reason === "lost" ? "the store lost our connection" : reason));
+  room.on("resynced", ({ reason, changes }) => console.log(reason, changes.map((c) => `${c.type}:${c.member.connId}`)));
   await room.setState({ x: 10 });
   const { connections, users } = room.count();
   const server = await room.fetchCount({ timeoutMs: 2000 });
@@ -70,6 +71,7 @@ export async function example(): Promise<void> {
   const sub = client.subscribe<{ text: string }>("chat:doc-42", (message) => console.log(message.seq, message.payload.text));
   sub.on("resync", ({ since, seq, messages }) => console.log(since, seq, messages.map((m) => m.payload.text)));
   sub.on("subscribed", ({ seq, recovered }) => console.log(seq, recovered === true));
+  sub.on("reset", ({ channel, seq, previousSeq }) => console.log(channel, seq, previousSeq ?? "none"));
   await sub.ready;
   console.log(sub.lastSeq, sub.status);
   const ack = await client.publish("chat:doc-42", { text: "hi" });

@@ -97,3 +97,47 @@ test("a snapshot row older than a known leave is skipped", () => {
   set.reset([row("a", 1, 90), row("b", 1, 90)]);
   assert.deepEqual(ids(set), ["b"]);
 });
+
+/** A row older than the version held (read before an event we applied) does not undo it. */
+test("a snapshot row older than the version held keeps the held one", () => {
+  const set = new MemberSet();
+  set.reset([row("a", 1, 10, { v: 1 }), row("b", 1, 10)]);
+  set.apply(ev("update", "a", 1, 20, { v: 2 }));
+  assert.deepEqual(set.reset([row("a", 1, 15, { v: 1 }), row("b", 1, 30)]), []);
+  assert.deepEqual(set.get("a").state, { v: 2 });
+  // A newer row wins, and a new epoch is a difference even with the same state.
+  const [change] = set.reset([row("a", 2, 2, { v: 2 }), row("b", 1, 30)]);
+  assert.equal(change.type, "update");
+  assert.equal(change.member.epoch, 2);
+});
+
+/** A member the snapshot lacks leaves, and a late copy of its events does not bring it back. */
+test("a member missing from the snapshot leaves for good", () => {
+  const set = new MemberSet();
+  set.reset([row("a", 1, 10), row("b", 1, 10)]);
+  assert.deepEqual(
+    set.reset([row("b", 1, 12)]).map((c) => `${c.type}:${c.member.connId}`),
+    ["leave:a"],
+  );
+  assert.deepEqual(set.apply(ev("update", "a", 1, 10)), []);
+  assert.deepEqual(ids(set), ["b"]);
+});
+
+/** After a fresh join our own entry moves to the new connId: one update, no leave and join of ourselves. */
+test("our own connection replaced by a fresh join is one update", () => {
+  const set = new MemberSet();
+  set.reset([row("old-self", 1, 10, { me: 1 }, "me"), row("b", 1, 10)]);
+  const changes = set.reset([row("c", 5, 5), row("new-self", 6, 6, { me: 1 }, "me")], { moved: { from: "old-self", to: "new-self" } });
+  assert.deepEqual(
+    changes.map((c) => `${c.type}:${c.member.connId}${c.previous ? `<-${c.previous.connId}` : ""}`),
+    ["leave:b", "join:c", "update:new-self<-old-self"],
+  );
+  assert.deepEqual(ids(set), ["c", "new-self"]);
+  // Without `moved` (or when the old connection is still listed) it is a leave and a join.
+  const plain = new MemberSet();
+  plain.reset([row("old-self", 1, 10, {}, "me")]);
+  assert.deepEqual(
+    plain.reset([row("new-self", 6, 6, {}, "me")]).map((c) => c.type),
+    ["leave", "join"],
+  );
+});
