@@ -8,25 +8,14 @@
 // Lists are updated in place (keyed rows), so focus and a chosen file survive the polls.
 
 import uPlot from "/assets/vendor/uPlot.esm.js";
+import { ServerErrorCodes } from "/sdk/errors.js";
 
 const TOKEN_KEY = "roster.admin.token";
 const POLL_MS = 1000;
 /** Points kept per chart: 5 minutes at one poll a second. */
 const WINDOW_POINTS = 300;
-const CODES = [
-  "INVALID_PAYLOAD",
-  "UNKNOWN_CONNECTION",
-  "STALE_EPOCH",
-  "UNAUTHORIZED",
-  "FORBIDDEN",
-  "RATE_LIMITED",
-  "PAYLOAD_TOO_LARGE",
-  "STORE_UNAVAILABLE",
-  "COMPONENT_FAILED",
-  "METADATA_CONFLICT",
-  "METADATA_LOCK",
-  "METADATA_INVALID",
-];
+/** The server's error codes, from the SDK (one list for both). */
+const CODES = ServerErrorCodes;
 const SLOTS = ["presence", "metadata", "reaper", "policy"];
 /** Twelve colours that stay apart on light and dark backgrounds. */
 const COLORS = ["#2f6fdb", "#d9480f", "#2b8a3e", "#ae3ec9", "#e8590c", "#0c8599", "#c2255c", "#5c940d", "#7048e8", "#a61e4d", "#1098ad", "#868e96"];
