@@ -181,16 +181,8 @@ fn run_against_roster(
         if jwt { "JWT" } else { "open" },
         server.pid()
     );
-    let mut bench = Command::new(release.join("roster-bench"));
-    bench
-        .args(forwarded)
-        .args(["--server", &address.to_string()])
-        .args(["--server-pid", &server.pid().to_string()])
-        .env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env_remove("ROSTER_JWT_SECRET");
-    if let Some(redis) = &redis_server {
-        bench.args(["--store-pid", &redis.pid().to_string()]);
-    }
+    let mut bench = bench_command(release, forwarded, address, &server, redis_server.as_ref());
+    bench.env("ROSTER_ADMIN_TOKEN", ADMIN_TOKEN);
     if jwt {
         bench.env("ROSTER_JWT_SECRET", JWT_SECRET);
     }
@@ -227,19 +219,32 @@ fn run_against_other(
         "\nthe other server on {address}, pid {}: {command}",
         server.pid()
     );
+    let mut bench = bench_command(release, forwarded, address, &server, redis_server.as_ref());
+    let outcome = run_collecting_rows(&mut bench);
+    drop(server);
+    drop(redis_server);
+    outcome
+}
+
+/// `roster-bench` with the scenario's arguments, against `server` at `address` (its pid
+/// and, with Redis, the store's for the CPU readings), without a token of its own.
+fn bench_command(
+    release: &Path,
+    forwarded: &[String],
+    address: SocketAddr,
+    server: &Process,
+    redis: Option<&Redis>,
+) -> Command {
     let mut bench = Command::new(release.join("roster-bench"));
     bench
         .args(forwarded)
         .args(["--server", &address.to_string()])
         .args(["--server-pid", &server.pid().to_string()])
         .env_remove("ROSTER_JWT_SECRET");
-    if let Some(redis) = &redis_server {
+    if let Some(redis) = redis {
         bench.args(["--store-pid", &redis.pid().to_string()]);
     }
-    let outcome = run_collecting_rows(&mut bench);
-    drop(server);
-    drop(redis_server);
-    outcome
+    bench
 }
 
 /// Runs `roster-bench`, echoing its output, and returns its `ROW` lines (without `ROW `).
