@@ -80,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Refused before "listening" is logged: a misconfigured node never looks started.
+    config.validate().context("invalid configuration")?;
     let shutdown = roster_host::shutdown::signal().context("listening for SIGINT and SIGTERM")?;
     let address = (config.host, config.port);
     let listener = tokio::net::TcpListener::bind(address)
