@@ -14,11 +14,7 @@
 //! - the *subscriber* owns the Pub/Sub connection (RESP3, so subscriptions are replayed by
 //!   the client after a reconnect) and applies watch / unwatch requests in order, pinging
 //!   so a lost connection is noticed and restored;
-//! - the *receiver* turns incoming messages into local deliveries. When the Pub/Sub
-//!   connection drops (the client says so with a `Disconnection` push: a killed client
-//!   connection, a network cut) while Redis itself stays up, it wakes the subscriber, which
-//!   resubscribes on a fresh connection at once and then tells the bus that events may
-//!   have been missed (`presence:resync`, channels caught up from history).
+//! - the *receiver* turns incoming messages into local deliveries.
 //!
 //! On a Redis Cluster, classic Pub/Sub is used: a message published on any node reaches
 //! subscribers on every node.
@@ -94,7 +90,6 @@ impl RedisFeed {
         let (commands, requests) = mpsc::unbounded_channel();
         let (push, pushes) = PushQueue::new(INBOX);
         let stats = Arc::new(FeedStats::default());
-        let link_lost = Arc::new(tokio::sync::Notify::new());
         let feed = Arc::new(RedisFeed {
             node_id: node_id.clone(),
             bus: Arc::clone(&bus),
@@ -114,17 +109,9 @@ impl RedisFeed {
             Arc::clone(&bus),
             push,
             requests,
-            Arc::clone(&link_lost),
             shutdown.clone(),
         ));
-        tasks.spawn(receiver(
-            node_id,
-            bus.clone(),
-            pushes,
-            stats,
-            link_lost,
-            shutdown,
-        ));
+        tasks.spawn(receiver(node_id, bus.clone(), pushes, stats, shutdown));
         bus.set_feed(feed.clone());
         feed
     }
@@ -208,12 +195,9 @@ async fn subscriber(
     bus: Arc<Bus>,
     push: PushQueue,
     mut requests: mpsc::UnboundedReceiver<Command>,
-    link_lost: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let connect = store.connect().clone();
-    // The Pub/Sub connection dropped while Redis stayed up: resubscribe, then resync.
-    let mut relink = false;
     let timeout = connect.timeout;
     let mut conn: Option<Conn> = None;
     let mut watched: HashSet<String> = HashSet::new();
@@ -240,8 +224,6 @@ async fn subscriber(
                 ok
             };
             if ok {
-                // Ready first: a socket told to re-read or re-join may do so at once.
-                store.set_feed_ready(true);
                 if recoveries > 0 {
                     if store.resets() == resets {
                         bus.resync();
@@ -251,33 +233,9 @@ async fn subscriber(
                 }
                 resets = store.resets();
                 recoveries = now;
-                relink = false;
+                store.set_feed_ready(true);
             } else {
                 conn = None;
-                tokio::time::sleep(crate::store::redis::HEALTH_INTERVAL).await;
-                continue;
-            }
-        }
-        if relink && store.is_healthy() {
-            // Only this link was lost (Redis answers): a fresh connection with every
-            // subscription, then the rooms re-read what they may have missed.
-            let mut fresh = open(&connect, &push).await;
-            let mut ok = fresh.is_some();
-            if let Some(fresh) = fresh.as_mut() {
-                for topic in &watched {
-                    let subscribed = tokio::time::timeout(timeout, fresh.subscribe(topic)).await;
-                    ok &= matches!(subscribed, Ok(Ok(())));
-                }
-            }
-            if ok {
-                conn = fresh;
-                relink = false;
-                tracing::info!(
-                    topics = watched.len(),
-                    "the Pub/Sub connection was lost and is back: rooms resync"
-                );
-                bus.resync();
-            } else {
                 tokio::time::sleep(crate::store::redis::HEALTH_INTERVAL).await;
                 continue;
             }
@@ -285,10 +243,6 @@ async fn subscriber(
         let command = tokio::select! {
             () = shutdown.cancelled() => return,
             () = store.recovered.notified() => continue,
-            () = link_lost.notified() => {
-                relink = !watched.is_empty();
-                continue;
-            }
             command = requests.recv() => match command {
                 Some(command) => command,
                 None => return,
@@ -364,7 +318,6 @@ async fn receiver(
     bus: Arc<Bus>,
     mut pushes: mpsc::Receiver<redis::PushInfo>,
     stats: Arc<FeedStats>,
-    link_lost: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -375,10 +328,6 @@ async fn receiver(
                 None => return,
             },
         };
-        if push.kind == redis::PushKind::Disconnection {
-            link_lost.notify_one();
-            continue;
-        }
         if push.kind != redis::PushKind::Message {
             continue;
         }
