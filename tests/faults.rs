@@ -524,3 +524,36 @@ async fn a_pubsub_outage_asks_watchers_to_resync() {
         .ok("presence:heartbeat", json!({"connId": conn}))
         .await;
 }
+
+/// The Pub/Sub connection alone is cut (`CLIENT KILL TYPE pubsub`; Redis keeps running):
+/// the node resubscribes on a fresh connection at once and asks its watchers to re-read
+/// their rooms, and events from another node flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pubsub_connection_resubscribes_and_resyncs() {
+    let redis = RedisServer::start().await;
+    let a = node(&redis, |_| {}).await;
+    let b = node(&redis, |_| {}).await;
+    let mut watcher = a.connect().await;
+    let (conn, ..) = watcher.join("lobby", "wat", json!({})).await;
+    let mut other = b.connect().await;
+    other.join("lobby", "oth", json!({})).await;
+    event_named(&mut watcher, "presence:event").await;
+
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_ne!(
+        killed.trim(),
+        "0",
+        "a Pub/Sub connection was killed: {killed}"
+    );
+    let resync = event_named(&mut watcher, "presence:resync").await;
+    assert_eq!(resync["roomId"], json!("lobby"));
+
+    // Node B's events reach the watcher on node A again, and its connection is intact.
+    let mut late = b.connect().await;
+    late.join("lobby", "late", json!({})).await;
+    let joined = event_named(&mut watcher, "presence:event").await;
+    assert_eq!(joined["userId"], json!("late"), "{joined}");
+    watcher
+        .ok("presence:heartbeat", json!({"connId": conn}))
+        .await;
+}

@@ -14,7 +14,13 @@
 //! - the *subscriber* owns the Pub/Sub connection (RESP3, so subscriptions are replayed by
 //!   the client after a reconnect) and applies watch / unwatch requests in order, pinging
 //!   so a lost connection is noticed and restored;
-//! - the *receiver* turns incoming messages into local deliveries.
+//! - the *receiver* turns incoming messages into local deliveries. When the Pub/Sub
+//!   connection drops (the client says so with a `Disconnection` push: a killed client
+//!   connection, a network cut) it wakes the subscriber. If the store's health checks
+//!   then show Redis answering with nothing lost (no outage, no recovery), only the link
+//!   was lost: the subscriber resubscribes on a fresh connection and tells the bus that
+//!   events may have been missed (`presence:resync`, channels caught up from history).
+//!   A whole-Redis outage is left to the recovery path, so watchers resync once.
 //!
 //! On a Redis Cluster, classic Pub/Sub is used: a message published on any node reaches
 //! subscribers on every node.
@@ -36,6 +42,10 @@ use crate::store::redis::{Conn, Connect, PushQueue, RedisStore};
 
 /// Envelopes waiting to be published; beyond this, events are dropped (and counted).
 const OUTBOX: usize = 16_384;
+/// How long after the Pub/Sub connection drops the subscriber looks again: three health
+/// checks, so an outage of Redis itself has been seen (and is left to the recovery path)
+/// by then.
+const RELINK_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
 /// Publishes sent in one pipeline at most.
 const PUBLISH_BATCH: usize = 256;
 /// Incoming messages waiting to be relayed; beyond this, Redis' pushes are dropped.
@@ -90,6 +100,7 @@ impl RedisFeed {
         let (commands, requests) = mpsc::unbounded_channel();
         let (push, pushes) = PushQueue::new(INBOX);
         let stats = Arc::new(FeedStats::default());
+        let link_lost = Arc::new(tokio::sync::Notify::new());
         let feed = Arc::new(RedisFeed {
             node_id: node_id.clone(),
             bus: Arc::clone(&bus),
@@ -109,9 +120,17 @@ impl RedisFeed {
             Arc::clone(&bus),
             push,
             requests,
+            Arc::clone(&link_lost),
             shutdown.clone(),
         ));
-        tasks.spawn(receiver(node_id, bus.clone(), pushes, stats, shutdown));
+        tasks.spawn(receiver(
+            node_id,
+            bus.clone(),
+            pushes,
+            stats,
+            link_lost,
+            shutdown,
+        ));
         bus.set_feed(feed.clone());
         feed
     }
@@ -195,9 +214,15 @@ async fn subscriber(
     bus: Arc<Bus>,
     push: PushQueue,
     mut requests: mpsc::UnboundedReceiver<Command>,
+    link_lost: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let connect = store.connect().clone();
+    // The Pub/Sub connection dropped: when to look again, and the store's recoveries then.
+    let mut relink: Option<(tokio::time::Instant, u64)> = None;
+    // When the recovery path last replaced the connection: the old one's Disconnection
+    // push follows, and is not a lost link.
+    let mut replaced_at: Option<tokio::time::Instant> = None;
     let timeout = connect.timeout;
     let mut conn: Option<Conn> = None;
     let mut watched: HashSet<String> = HashSet::new();
@@ -233,6 +258,10 @@ async fn subscriber(
                 }
                 resets = store.resets();
                 recoveries = now;
+                relink = None;
+                if !watched.is_empty() {
+                    replaced_at = Some(tokio::time::Instant::now());
+                }
                 store.set_feed_ready(true);
             } else {
                 conn = None;
@@ -240,9 +269,58 @@ async fn subscriber(
                 continue;
             }
         }
+        if let Some((due, seen)) = relink
+            && tokio::time::Instant::now() >= due
+        {
+            if store.recoveries() != seen {
+                // Redis itself went away and came back: the recovery path resubscribed.
+                relink = None;
+            } else if store.is_healthy() {
+                // Only the link was lost: a fresh connection with every subscription, then
+                // the rooms re-read what they may have missed.
+                let mut fresh = open(&connect, &push).await;
+                let mut ok = fresh.is_some();
+                if let Some(fresh) = fresh.as_mut() {
+                    for topic in &watched {
+                        let subscribed =
+                            tokio::time::timeout(timeout, fresh.subscribe(topic)).await;
+                        ok &= matches!(subscribed, Ok(Ok(())));
+                    }
+                }
+                if ok {
+                    conn = fresh;
+                    relink = None;
+                    replaced_at = Some(tokio::time::Instant::now());
+                    tracing::info!(
+                        topics = watched.len(),
+                        "the Pub/Sub connection was lost and is back: rooms resync"
+                    );
+                    bus.resync();
+                } else {
+                    relink = Some((due + crate::store::redis::HEALTH_INTERVAL, seen));
+                }
+            } else {
+                // Unhealthy: wait for the recovery (it changes `recoveries`).
+                relink = Some((due + crate::store::redis::HEALTH_INTERVAL, seen));
+            }
+        }
         let command = tokio::select! {
             () = shutdown.cancelled() => return,
             () = store.recovered.notified() => continue,
+            () = link_lost.notified() => {
+                let ours = replaced_at
+                    .is_some_and(|at| at.elapsed() < RELINK_AFTER * 2);
+                if !watched.is_empty() && !ours && relink.is_none() {
+                    relink = Some((tokio::time::Instant::now() + RELINK_AFTER, store.recoveries()));
+                }
+                continue;
+            }
+            () = async {
+                match relink {
+                    Some((due, _)) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => continue,
             command = requests.recv() => match command {
                 Some(command) => command,
                 None => return,
@@ -318,6 +396,7 @@ async fn receiver(
     bus: Arc<Bus>,
     mut pushes: mpsc::Receiver<redis::PushInfo>,
     stats: Arc<FeedStats>,
+    link_lost: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -328,6 +407,10 @@ async fn receiver(
                 None => return,
             },
         };
+        if push.kind == redis::PushKind::Disconnection {
+            link_lost.notify_one();
+            continue;
+        }
         if push.kind != redis::PushKind::Message {
             continue;
         }
