@@ -369,6 +369,20 @@ impl Hub {
         result
     }
 
+    /// Counts one request (socket or `/v1`) that took `took` and failed with `failed`, if it
+    /// did: in the dashboard's counters and latency window, and in the Prometheus request
+    /// histogram of its `event` and `transport`.
+    pub fn record_request(
+        &self,
+        transport: crate::metrics::Transport,
+        event: &str,
+        took: std::time::Duration,
+        failed: Option<ErrorCode>,
+    ) {
+        self.request_stats.record(took, failed);
+        crate::metrics::METRICS.request(transport, event, took);
+    }
+
     /// Every node holding a lease, for operators.
     pub async fn nodes(&self) -> Result<Vec<NodeLease>, ApiError> {
         flatten(self.runtime.nodes(&self.own_context()).await)

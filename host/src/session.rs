@@ -113,11 +113,12 @@ impl Session {
     pub async fn handle(&mut self, event: &str, data: Option<&RawValue>) -> Reply {
         let started = std::time::Instant::now();
         let reply = Box::pin(self.dispatch(event, data)).await;
-        let took = started.elapsed();
-        self.hub
-            .request_stats
-            .record(took, reply.as_ref().err().map(|error| error.code));
-        crate::metrics::METRICS.request(self.transport, event, took);
+        self.hub.record_request(
+            self.transport,
+            event,
+            started.elapsed(),
+            reply.as_ref().err().map(|error| error.code),
+        );
         reply
     }
 

@@ -1092,16 +1092,42 @@ pub fn detached_score(ctx: &CallContext) -> i64 {
     score(ctx.now.saturating_add(grace).saturating_sub(ttl))
 }
 
+/// The keys of a connection that resume and detach touch, and its room's digest.
+struct ConnKeys {
+    /// Its room's digest (in its id).
+    digest: u64,
+    /// Its hash.
+    conn_key: String,
+    /// Its bucket.
+    bucket: u16,
+    /// The bucket's expiry index.
+    index: String,
+}
+
+/// The keys of `conn_id`; an id that is not one of ours is an unknown connection.
+fn conn_keys(conn_id: &str) -> Result<ConnKeys, Failure> {
+    let digest =
+        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
+    let bucket = keys::bucket(digest);
+    Ok(ConnKeys {
+        digest,
+        conn_key: keys::conn_key(digest, conn_id),
+        bucket,
+        index: keys::expiry_key(bucket),
+    })
+}
+
 /// The socket holding `conn_id` (as `binding`) dropped: keep the connection, silently, for
 /// the resume grace, and take it off its node (a node that dies or shuts down meanwhile
 /// must not announce it). The reaper announces its `leave` when the grace ends, unless a
 /// new socket resumes it.
 pub fn detach(ctx: &CallContext, conn_id: &str, binding: u64) -> Result<(), Failure> {
-    let digest =
-        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
-    let conn_key = keys::conn_key(digest, conn_id);
-    let bucket = keys::bucket(digest);
-    let index = keys::expiry_key(bucket);
+    let ConnKeys {
+        conn_key,
+        bucket,
+        index,
+        ..
+    } = conn_keys(conn_id)?;
     let mut read = BatchBuilder::new();
     let slot = read.read(db::hmget(&conn_key, &[f::NODE, f::BIND]));
     let indexed = read.read(db::zscore(&index, conn_id));
@@ -1132,11 +1158,12 @@ pub fn detach(ctx: &CallContext, conn_id: &str, binding: u64) -> Result<(), Fail
 /// index refreshed), bound to the new socket and this node; nothing is announced.
 pub fn resume(ctx: &CallContext, request: &ResumeRequest) -> Result<Resumed, Failure> {
     let conn_id = request.conn_id.as_str();
-    let digest =
-        keys::conn_room_digest(conn_id).ok_or_else(|| fail::unknown_connection(conn_id))?;
-    let conn_key = keys::conn_key(digest, conn_id);
-    let bucket = keys::bucket(digest);
-    let index = keys::expiry_key(bucket);
+    let ConnKeys {
+        digest,
+        conn_key,
+        bucket,
+        index,
+    } = conn_keys(conn_id)?;
     let mut read = BatchBuilder::new();
     let slot = read.read(db::hmget(
         &conn_key,

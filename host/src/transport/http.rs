@@ -180,13 +180,11 @@ async fn v1(
         ops::execute(request, &hub.caller(principal)).await
     };
     let reply = reply.await;
-    let took = started.elapsed();
-    hub.request_stats
-        .record(took, reply.as_ref().err().map(|error| error.code));
-    crate::metrics::METRICS.request(
+    hub.record_request(
         crate::metrics::Transport::Http,
         crate::metrics::operation_label(op),
-        took,
+        started.elapsed(),
+        reply.as_ref().err().map(|error| error.code),
     );
     let mut response = respond(reply);
     if unread {
