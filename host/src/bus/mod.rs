@@ -160,8 +160,6 @@ pub trait EventSink: Send + Sync + 'static {
 /// these per socket up front, so their size is part of every idle socket's cost.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A reply, already encoded for the socket's transport.
-    Reply(Box<String>),
     /// A pushed event, shared by every recipient.
     Event(Arc<Published>),
 }
@@ -292,12 +290,6 @@ impl Peer {
         } else {
             None
         }
-    }
-
-    /// Queues a reply, waiting for room: a socket that cannot take its replies stops being
-    /// read (backpressure) rather than growing a queue.
-    pub async fn reply(&self, text: String) -> bool {
-        self.tx.send(Outbound::Reply(Box::new(text))).await.is_ok()
     }
 
     /// Queues an event without waiting; a full queue closes the socket.

@@ -673,8 +673,6 @@ async fn write_loop(
             () = peer.cancel_token().cancelled() => return,
             outbound = outbound.recv() => match outbound {
                 Some(Outbound::Event(event)) => event,
-                // Socket.IO replies are acks, sent by the session task.
-                Some(Outbound::Reply(_)) => continue,
                 None => return,
             },
         };
