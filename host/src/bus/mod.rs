@@ -156,12 +156,36 @@ pub trait EventSink: Send + Sync + 'static {
     fn publish(&self, event: Event);
 }
 
-/// What a socket's writer sends. Two thin pointers: the queue allocates room for 32 of
-/// these per socket up front, so their size is part of every idle socket's cost.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A pushed event, shared by every recipient.
-    Event(Arc<Published>),
+/// Where a socket's events go.
+pub enum Outlet {
+    /// A queue the socket's task writes from (`/ws`), bounded by `max_pending_messages`.
+    /// Its items are one pointer each: the queue allocates room for 32 of them per socket
+    /// up front, so their size is part of every idle socket's cost.
+    Queue(mpsc::Sender<Arc<Published>>),
+    /// A transport with its own bounded queue (Socket.IO's engine): the event is framed
+    /// and queued there at once, with no task of ours in between.
+    Direct(Box<DirectPush>),
+}
+
+/// Frames an event and queues it on a transport's own queue.
+pub type DirectPush = dyn Fn(&Published) -> Result<(), Refused> + Send + Sync;
+
+impl std::fmt::Debug for Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outlet::Queue(_) => "Outlet::Queue",
+            Outlet::Direct(_) => "Outlet::Direct",
+        })
+    }
+}
+
+/// Why an outlet refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The socket's queue is full: a slow reader.
+    Full,
+    /// The socket is gone.
+    Closed,
 }
 
 /// The presence connection a socket holds.
@@ -200,9 +224,8 @@ pub enum CloseReason {
 pub struct Peer {
     /// Unique per node, for the room tables.
     pub id: u64,
-    /// The socket's outbound queue; the writer task owns the receiver. Bounded by
-    /// `max_pending_messages`.
-    tx: mpsc::Sender<Outbound>,
+    /// Where its events go.
+    outlet: Outlet,
     /// Cancelled when the server closes the socket; both socket tasks watch it. A child of
     /// the node's shutdown token.
     cancel: CancellationToken,
@@ -221,11 +244,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer writing to `tx`, closed with the node when `shutdown` fires.
-    pub fn new(id: u64, tx: mpsc::Sender<Outbound>, shutdown: &CancellationToken) -> Self {
+    /// A peer whose events go to `outlet`, closed with the node when `shutdown` fires.
+    pub fn new(id: u64, outlet: Outlet, shutdown: &CancellationToken) -> Self {
         Peer {
             id,
-            tx,
+            outlet,
             cancel: shutdown.child_token(),
             shutdown: shutdown.clone(),
             close_reason: Mutex::new(None),
@@ -294,9 +317,16 @@ impl Peer {
 
     /// Queues an event without waiting; a full queue closes the socket.
     fn push(&self, event: &Arc<Published>) -> Pushed {
-        match self.tx.try_send(Outbound::Event(Arc::clone(event))) {
+        let pushed = match &self.outlet {
+            Outlet::Queue(tx) => tx.try_send(Arc::clone(event)).map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => Refused::Full,
+                mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+            }),
+            Outlet::Direct(push) => push(event),
+        };
+        match pushed {
             Ok(()) => Pushed::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 if self.overflowed.swap(true, Ordering::Relaxed) {
                     return Pushed::Dropped;
                 }
@@ -307,7 +337,7 @@ impl Peer {
                 self.close(CloseReason::SlowReader);
                 Pushed::Overflowed
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Dropped,
+            Err(Refused::Closed) => Pushed::Dropped,
         }
     }
 }
@@ -723,9 +753,13 @@ mod tests {
         futures_util::FutureExt::now_or_never(future).expect("completes without waiting")
     }
 
-    fn peer(id: u64, capacity: usize) -> (Arc<Peer>, mpsc::Receiver<Outbound>) {
+    fn peer(id: u64, capacity: usize) -> (Arc<Peer>, mpsc::Receiver<Arc<Published>>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Arc::new(Peer::new(id, tx, &CancellationToken::new())), rx)
+        let outlet = Outlet::Queue(tx);
+        (
+            Arc::new(Peer::new(id, outlet, &CancellationToken::new())),
+            rx,
+        )
     }
 
     fn event(change: PresenceChange, room: &str, conn: &str) -> Event {
@@ -749,7 +783,7 @@ mod tests {
         block_on(bus.subscribe("lobby", &a)).unwrap();
         block_on(bus.subscribe("other", &b)).unwrap();
         bus.publish(event(PresenceChange::Join, "lobby", "c1"));
-        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Event(e)) if e.room_id == "lobby"));
+        assert!(matches!(rx_a.try_recv(), Ok(e) if e.room_id == "lobby"));
         assert!(rx_b.try_recv().is_err());
     }
 
@@ -783,9 +817,7 @@ mod tests {
         }));
         bus.bind("c1", &a);
         bus.publish(event(PresenceChange::Leave, "lobby", "c1"));
-        assert!(
-            matches!(rx.try_recv(), Ok(Outbound::Event(e)) if e.leave_of.as_deref() == Some("c1"))
-        );
+        assert!(matches!(rx.try_recv(), Ok(e) if e.leave_of.as_deref() == Some("c1")));
         assert_eq!(a.binding(), None);
         assert_eq!(bus.room_count(), 0);
     }
@@ -803,9 +835,9 @@ mod tests {
         )))
     }
 
-    fn seqs(rx: &mut mpsc::Receiver<Outbound>) -> Vec<u64> {
+    fn seqs(rx: &mut mpsc::Receiver<Arc<Published>>) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Ok(Outbound::Event(event)) = rx.try_recv() {
+        while let Ok(event) = rx.try_recv() {
             out.push(event.seq.unwrap());
         }
         out

@@ -20,8 +20,8 @@
 //! and a [`Session`]. Engine.IO hands over packets on the connection's reader, in arrival
 //! order; each request goes on the socket's inbox there, and one task per socket runs the
 //! inbox through the session and acks, so a socket's requests run one at a time, in order.
-//! A writer task emits the bus's events. A client that emits without an ack callback gets
-//! no ack, as Socket.IO does.
+//! The bus puts the socket's events straight on the engine's queue ([`outlet`]). A client
+//! that emits without an ack callback gets no ack, as Socket.IO does.
 //!
 //! Disconnecting is leaving. On shutdown each socket leaves first; then the server closes
 //! the transports, which socket.io clients treat as a dropped connection and reconnect (to
@@ -41,7 +41,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::bus::{CloseReason, Outbound, Peer};
+use crate::bus::{CloseReason, Outlet, Peer, Refused};
 use crate::hub::{Hub, SocketPermit};
 use crate::protocol::auth::{self, Verified};
 use crate::protocol::ops;
@@ -449,10 +449,9 @@ impl Handler {
             return;
         };
         let (inbox, requests) = mpsc::channel(INBOX);
-        let (tx, outbound) = mpsc::channel(self.hub.config().max_pending_messages);
         let peer = Arc::new(Peer::new(
             self.hub.next_peer_id(),
-            tx,
+            outlet(socket),
             self.hub.shutdown_token(),
         ));
         *socket.data.connected.lock() = Some(Connected {
@@ -472,7 +471,6 @@ impl Handler {
             Arc::clone(socket),
             peer,
             requests,
-            outbound,
             permit,
             identity,
         ));
@@ -550,41 +548,51 @@ fn fastrand_sid() -> String {
         .collect()
 }
 
-async fn serve(
+/// A socket's session task. Set up here, and [`run`] is the future, unwrapped: an `async`
+/// block or `async fn` keeps its arguments for as long as it runs (the identity, moved
+/// into the session, would be kept twice).
+fn serve(
     hub: Arc<Hub>,
     socket: Arc<EngineSocket>,
     peer: Arc<Peer>,
-    mut requests: mpsc::Receiver<Box<Incoming>>,
-    outbound: mpsc::Receiver<Outbound>,
-    _permit: SocketPermit,
+    requests: mpsc::Receiver<Box<Incoming>>,
+    permit: SocketPermit,
     identity: Verified,
-) {
-    let writer = tokio::spawn(write_loop(
-        Arc::clone(&hub),
-        Arc::clone(&socket),
-        outbound,
-        Arc::clone(&peer),
-    ));
-    let mut session = Session::new(
+) -> impl Future<Output = ()> + Send {
+    let session = Session::new(
         Arc::clone(&hub),
         Arc::clone(&peer),
         identity,
         crate::metrics::Transport::SocketIo,
     );
+    run(hub, socket, peer, requests, permit, session)
+}
+
+async fn run(
+    hub: Arc<Hub>,
+    socket: Arc<EngineSocket>,
+    peer: Arc<Peer>,
+    mut requests: mpsc::Receiver<Box<Incoming>>,
+    _permit: SocketPermit,
+    mut session: Session,
+) {
     let max_frame = hub.config().max_frame_bytes;
     // The token's end (far away in open mode); `auth:refresh` moves it.
     let far = || tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut ends = session.expiry();
     let expiry = tokio::time::sleep_until(ends.unwrap_or_else(far));
     tokio::pin!(expiry);
+    // Once, not per request (re-registering per request showed in the `/ws` profile).
+    let cancelled = peer.cancel_token().cancelled();
+    tokio::pin!(cancelled);
     loop {
         let incoming = tokio::select! {
-            () = peer.cancel_token().cancelled() => break,
+            () = &mut cancelled => break,
             () = &mut expiry => {
                 // A normal leave; then `auth:expired` and the disconnect (below).
                 tracing::debug!(peer = peer.id, "closing a Socket.IO socket whose token expired");
                 peer.will_close(CloseReason::Expired);
-                session.close().await;
+                Box::pin(session.close()).await;
                 peer.close(CloseReason::Expired);
                 break;
             }
@@ -609,7 +617,8 @@ async fn serve(
             }
         }
     }
-    session.close().await;
+    // Boxed: it runs once, and inline its size would be part of every socket's task.
+    Box::pin(session.close()).await;
     match peer.close_reason() {
         // The transports are closed together once every socket has left.
         Some(CloseReason::Shutdown) | None => {}
@@ -632,9 +641,6 @@ async fn serve(
         }
     }
     peer.cancel_token().cancel();
-    if let Err(error) = writer.await {
-        tracing::warn!(%error, "a Socket.IO writer task failed");
-    }
 }
 
 /// Closes a socket whose queue is full.
@@ -661,32 +667,21 @@ async fn handle(session: &mut Session, incoming: &Incoming, max_frame: usize) ->
         .await
 }
 
-async fn write_loop(
-    hub: Arc<Hub>,
-    socket: Arc<EngineSocket>,
-    mut outbound: mpsc::Receiver<Outbound>,
-    peer: Arc<Peer>,
-) {
-    loop {
-        let event = tokio::select! {
-            biased;
-            () = peer.cancel_token().cancelled() => return,
-            outbound = outbound.recv() => match outbound {
-                Some(Outbound::Event(event)) => event,
-                None => return,
-            },
-        };
+/// Where the bus puts a socket's events: straight on the engine's own bounded queue
+/// (`max_buffer_size` is `max_pending_messages`), framed as a Socket.IO `EVENT`. No queue
+/// and no task of ours in between: an event is one hand-off, not two, and a socket keeps
+/// neither. The engine socket is held weakly: it holds the peer (in `connected`).
+fn outlet(socket: &Arc<EngineSocket>) -> Outlet {
+    let socket = Arc::downgrade(socket);
+    Outlet::Direct(Box::new(move |event| {
+        let socket = socket.upgrade().ok_or(Refused::Closed)?;
         crate::metrics::METRICS
             .fanout(crate::metrics::Transport::SocketIo, event.created.elapsed());
-        match send(&socket, event_packet(event.name, &event.data)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                slow_reader(&hub, &peer);
-                return;
-            }
-            Err(TrySendError::Closed(_)) => return,
-        }
-    }
+        send(&socket, event_packet(event.name, &event.data)).map_err(|error| match error {
+            TrySendError::Full(_) => Refused::Full,
+            TrySendError::Closed(_) => Refused::Closed,
+        })
+    }))
 }
 
 #[cfg(test)]

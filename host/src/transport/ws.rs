@@ -29,8 +29,9 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bus::{CloseReason, Outbound, Peer};
+use crate::bus::{CloseReason, Outlet, Peer};
 use crate::hub::{Hub, SocketPermit};
+use crate::protocol::Published;
 use crate::protocol::{self, ApiError, Reply};
 use crate::runtime::bindings::types::ErrorCode;
 use crate::session::Session;
@@ -158,7 +159,11 @@ fn serve(
     identity: Verified,
 ) -> impl Future<Output = ()> + Send {
     let (tx, rx) = mpsc::channel(hub.config().max_pending_messages);
-    let peer = Arc::new(Peer::new(hub.next_peer_id(), tx, hub.shutdown_token()));
+    let peer = Arc::new(Peer::new(
+        hub.next_peer_id(),
+        Outlet::Queue(tx),
+        hub.shutdown_token(),
+    ));
     let session = Box::new(Session::new(
         Arc::clone(&hub),
         Arc::clone(&peer),
@@ -186,7 +191,7 @@ enum Step {
     /// A request is done: the session is back, and the reply goes out.
     Done(Box<Session>, String),
     /// An event goes out.
-    Out(Outbound),
+    Out(Arc<Published>),
     /// A deadline: a ping, the idle limit, the token's end.
     Timer,
     Frame(Option<Result<Message, axum::Error>>),
@@ -205,7 +210,7 @@ async fn run(
     hub: Arc<Hub>,
     peer: Arc<Peer>,
     mut socket: WebSocket,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: mpsc::Receiver<Arc<Published>>,
     session: Box<Session>,
     _permit: SocketPermit,
 ) {
@@ -253,12 +258,12 @@ async fn run(
                 // What the request queued (its own `join`, say) goes out before its reply,
                 // as it would have from one queue.
                 let mut sent = true;
-                while let (true, Ok(outbound)) = (sent, rx.try_recv()) {
-                    sent = send(&mut socket, &mut cancelled, &peer, frame(outbound)).await;
+                while let (true, Ok(event)) = (sent, rx.try_recv()) {
+                    sent = send(&mut socket, &mut cancelled, &peer, frame(event)).await;
                 }
                 sent && send(&mut socket, &mut cancelled, &peer, text(reply)).await
             }
-            Step::Out(outbound) => send(&mut socket, &mut cancelled, &peer, frame(outbound)).await,
+            Step::Out(event) => send(&mut socket, &mut cancelled, &peer, frame(event)).await,
             Step::Timer => {
                 let now = Instant::now();
                 let busy = session.is_none();
@@ -467,12 +472,8 @@ async fn handle_text(session: &mut Session, text: &str, max_frame: usize) -> Str
     }
 }
 
-/// The WebSocket message of a queued frame.
-fn frame(outbound: Outbound) -> Message {
-    match outbound {
-        Outbound::Event(event) => {
-            crate::metrics::METRICS.fanout(crate::metrics::Transport::Ws, event.created.elapsed());
-            Message::Text(Utf8Bytes::from(event.ws_frame()))
-        }
-    }
+/// The WebSocket message of a queued event.
+fn frame(event: Arc<Published>) -> Message {
+    crate::metrics::METRICS.fanout(crate::metrics::Transport::Ws, event.created.elapsed());
+    Message::Text(Utf8Bytes::from(event.ws_frame()))
 }
