@@ -26,13 +26,19 @@
 --   {"A", n, ...}     applied; then n replies, each one of
 --                     "N" | "I", int | "T", text | "L", n, ("T", text | "N")... |
 --                     "P", n, (field, value)... | "M", n, member...
+--
+-- How it runs: four walks over ARGV in place (check the ops are known, check key types,
+-- check the guards, apply the ops), with no table per guard or op and no tables of
+-- constants: Redis runs the whole script body on every call, so everything it builds is
+-- built again each time (decoding into tables took a third of a heartbeat's script time).
 
 local argv = ARGV
+local call = redis.call
 local pos
 if argv[1] == "1" then
   pos = 2
 elseif argv[1] == "2" then
-  local t = redis.call("TIME")
+  local t = call("TIME")
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if now > tonumber(argv[2]) then return {"X"} end
   pos = 3
@@ -41,190 +47,210 @@ else
 end
 local guard_count = tonumber(argv[pos])
 local op_count = tonumber(argv[pos + 1])
-pos = pos + 2
-local function take()
-  local v = argv[pos]
-  pos = pos + 1
-  return v
-end
-local function key() return KEYS[tonumber(take())] end
+local guards_at = pos + 2
 
--- Decode everything first.
-local guards = {}
-for i = 1, guard_count do
-  local g = {kind = take(), key = key()}
-  if g.kind == "V" then g.has = take() == "1"; g.value = take()
-  elseif g.kind == "F" then g.field = take(); g.has = take() == "1"; g.value = take()
-  elseif g.kind == "LE" or g.kind == "GE" then g.field = take(); g.bound = tonumber(take())
-  elseif g.kind == "S" then g.limit = tonumber(take())
-  elseif g.kind == "Z" or g.kind == "ZB" then g.member = take(); g.bound = tonumber(take())
+-- A guard at p: the fields after its kind and key, and the type of key it reads.
+local function guard_shape(k)
+  if k == "E" or k == "A" then return 0, nil
+  elseif k == "GE" or k == "LE" then return 2, "hash"
+  elseif k == "F" then return 3, "hash"
+  elseif k == "V" then return 2, "string"
+  elseif k == "Z" or k == "ZB" then return 2, "zset"
+  elseif k == "S" then return 1, nil
   end
-  guards[i] = g
-end
-local known = {
-  get = true, set = true, del = true, pexpire = true, hget = true, hmget = true, hgetall = true,
-  hset = true, hdel = true, sadd = true, srem = true, smembers = true, scard = true,
-  zadd = true, zrem = true, zrange = true, zscore = true, zincrby = true, zremrange = true,
-  zcard = true, hstrlen = true, zappend = true, zrangews = true,
-}
-local ops = {}
-for i = 1, op_count do
-  local o = {kind = take(), key = key()}
-  local k = o.kind
-  if not known[k] then return {"E", "unknown op " .. tostring(k)} end
-  if k == "set" then o.value = take(); o.ttl = take()
-  elseif k == "pexpire" then o.ttl = take()
-  elseif k == "hget" or k == "hstrlen" then o.field = take()
-  elseif k == "zscore" then o.member = take()
-  elseif k == "zincrby" then o.member = take(); o.delta = take()
-  elseif k == "zremrange" then o.min = take(); o.max = take()
-  elseif k == "hmget" or k == "hdel" or k == "sadd" or k == "srem" or k == "zrem" then
-    local n = tonumber(take())
-    o.items = {}
-    for j = 1, n do o.items[j] = take() end
-  elseif k == "hset" or k == "zadd" then
-    local n = tonumber(take())
-    o.items = {}
-    for j = 1, 2 * n do o.items[j] = take() end
-  elseif k == "zrange" or k == "zrangews" then o.min = take(); o.max = take(); o.limit = take()
-  elseif k == "zappend" then
-    o.counter = take(); o.keep = tonumber(take())
-    local n = tonumber(take())
-    o.items = {}
-    for j = 1, n do o.items[j] = take() end
-  end
-  ops[i] = o
+  return 0, nil
 end
 
--- Types: refuse before writing anything if some op would meet a key of another type.
+-- An op at p: the fields after its kind and key, the type of key it needs, and the type
+-- the key has after it; nil for an unknown op.
+local function op_shape(k, p)
+  if k == "pexpire" then return 1, nil, nil
+  elseif k == "hset" then return 1 + 2 * tonumber(argv[p + 2]), "hash", "hash"
+  elseif k == "zadd" then return 1 + 2 * tonumber(argv[p + 2]), "zset", "zset"
+  elseif k == "hmget" or k == "hdel" then return 1 + tonumber(argv[p + 2]), "hash", nil
+  elseif k == "hget" or k == "hstrlen" then return 1, "hash", nil
+  elseif k == "hgetall" then return 0, "hash", nil
+  elseif k == "get" then return 0, "string", nil
+  elseif k == "set" then return 2, nil, "string"
+  elseif k == "del" then return 0, nil, "none"
+  elseif k == "sadd" then return 1 + tonumber(argv[p + 2]), "set", "set"
+  elseif k == "srem" then return 1 + tonumber(argv[p + 2]), "set", nil
+  elseif k == "smembers" or k == "scard" then return 0, "set", nil
+  elseif k == "zrem" then return 1 + tonumber(argv[p + 2]), "zset", nil
+  elseif k == "zrange" or k == "zrangews" then return 3, "zset", nil
+  elseif k == "zscore" then return 1, "zset", nil
+  elseif k == "zincrby" then return 2, "zset", "zset"
+  elseif k == "zremrange" then return 2, "zset", nil
+  elseif k == "zcard" then return 0, "zset", nil
+  elseif k == "zappend" then return 3 + tonumber(argv[p + 4]), "zset", "zset"
+  end
+  return nil
+end
+
+-- Walk 1: every op is known (and where the ops start).
+local p = guards_at
+for _ = 1, guard_count do
+  p = p + 2 + guard_shape(argv[p])
+end
+local ops_at = p
+for _ = 1, op_count do
+  local width = op_shape(argv[p], p)
+  if width == nil then return {"E", "unknown op " .. tostring(argv[p])} end
+  p = p + 2 + width
+end
+
+-- Walk 2, types: refuse before writing anything if some op would meet a key of another
+-- type.
 local types = {}
 local function type_of(k)
-  if types[k] == nil then types[k] = redis.call("TYPE", k).ok end
-  return types[k]
-end
-local needs = {
-  get = "string", hget = "hash", hmget = "hash", hgetall = "hash", hset = "hash", hdel = "hash",
-  sadd = "set", srem = "set", smembers = "set", scard = "set",
-  zadd = "zset", zrem = "zset", zrange = "zset", zscore = "zset", zincrby = "zset",
-  zremrange = "zset", zcard = "zset", hstrlen = "hash", zappend = "zset", zrangews = "zset",
-}
-local creates = {
-  set = "string", hset = "hash", sadd = "set", zadd = "zset", zincrby = "zset", zappend = "zset",
-}
-local guard_needs = {V = "string", F = "hash", LE = "hash", GE = "hash", Z = "zset", ZB = "zset"}
-for _, g in ipairs(guards) do
-  local want, have = guard_needs[g.kind], type_of(g.key)
-  if want and have ~= "none" and have ~= want then
-    return {"E", "WRONGTYPE: key " .. g.key .. " holds a " .. have .. ", a guard needs a " .. want}
+  local t = types[k]
+  if t == nil then
+    t = call("TYPE", k).ok
+    types[k] = t
   end
+  return t
 end
-for _, o in ipairs(ops) do
-  local want, have = needs[o.kind], type_of(o.key)
-  if want and have ~= "none" and have ~= want then
-    return {"E", "WRONGTYPE: key " .. o.key .. " holds a " .. have .. ", " .. o.kind .. " needs a " .. want}
+p = guards_at
+for _ = 1, guard_count do
+  local width, want = guard_shape(argv[p])
+  if want then
+    local key = KEYS[tonumber(argv[p + 1])]
+    local have = type_of(key)
+    if have ~= "none" and have ~= want then
+      return {"E", "WRONGTYPE: key " .. key .. " holds a " .. have .. ", a guard needs a " .. want}
+    end
   end
-  if creates[o.kind] then types[o.key] = creates[o.kind]
-  elseif o.kind == "del" then types[o.key] = "none" end
+  p = p + 2 + width
+end
+for _ = 1, op_count do
+  local kind = argv[p]
+  local width, want, creates = op_shape(kind, p)
+  local key = KEYS[tonumber(argv[p + 1])]
+  if want then
+    local have = type_of(key)
+    if have ~= "none" and have ~= want then
+      return {"E", "WRONGTYPE: key " .. key .. " holds a " .. have .. ", " .. kind .. " needs a " .. want}
+    end
+  end
+  if creates then types[key] = creates end
+  p = p + 2 + width
 end
 
--- Guards.
-for i, g in ipairs(guards) do
-  local k, ok = g.kind, false
-  if k == "E" then ok = redis.call("EXISTS", g.key) == 1
-  elseif k == "A" then ok = redis.call("EXISTS", g.key) == 0
+-- Walk 3, guards.
+p = guards_at
+for i = 1, guard_count do
+  local k = argv[p]
+  local key = KEYS[tonumber(argv[p + 1])]
+  local ok = false
+  if k == "E" then ok = call("EXISTS", key) == 1
+  elseif k == "A" then ok = call("EXISTS", key) == 0
   elseif k == "V" then
-    local v = redis.call("GET", g.key)
-    if g.has then ok = v == g.value else ok = v == false end
+    local v = call("GET", key)
+    if argv[p + 2] == "1" then ok = v == argv[p + 3] else ok = v == false end
   elseif k == "F" then
-    local v = redis.call("HGET", g.key, g.field)
-    if g.has then ok = v == g.value else ok = v == false end
+    local v = call("HGET", key, argv[p + 2])
+    if argv[p + 3] == "1" then ok = v == argv[p + 4] else ok = v == false end
   elseif k == "LE" or k == "GE" then
-    local v = tonumber(redis.call("HGET", g.key, g.field) or "")
+    local v = tonumber(call("HGET", key, argv[p + 2]) or "")
+    local bound = tonumber(argv[p + 3])
     if v ~= nil then
-      if k == "LE" then ok = v <= g.bound else ok = v >= g.bound end
+      if k == "LE" then ok = v <= bound else ok = v >= bound end
     end
   elseif k == "S" then
-    local t, size = type_of(g.key), 0
-    if t == "set" then size = redis.call("SCARD", g.key)
-    elseif t == "zset" then size = redis.call("ZCARD", g.key)
-    elseif t == "hash" then size = redis.call("HLEN", g.key) end
-    ok = size < g.limit
+    local t, size = type_of(key), 0
+    if t == "set" then size = call("SCARD", key)
+    elseif t == "zset" then size = call("ZCARD", key)
+    elseif t == "hash" then size = call("HLEN", key) end
+    ok = size < tonumber(argv[p + 2])
   elseif k == "Z" then
-    local s = tonumber(redis.call("ZSCORE", g.key, g.member) or "")
-    ok = s ~= nil and s <= g.bound
+    local s = tonumber(call("ZSCORE", key, argv[p + 2]) or "")
+    ok = s ~= nil and s <= tonumber(argv[p + 3])
   elseif k == "ZB" then
-    local s = tonumber(redis.call("ZSCORE", g.key, g.member) or "")
-    ok = s == nil or s < g.bound
+    local s = tonumber(call("ZSCORE", key, argv[p + 2]) or "")
+    ok = s == nil or s < tonumber(argv[p + 3])
   end
   if not ok then return {"R", i - 1} end
+  p = p + 2 + guard_shape(k)
 end
 
--- Ops, in order; each appends its reply.
+-- Walk 4, ops, in order; each appends its reply.
 local out = {"A", op_count}
-local function push(...)
-  for _, v in ipairs({...}) do out[#out + 1] = v end
-end
+local n = 2
 local function text_or_none(v)
-  if v then push("T", v) else push("N") end
-end
-for _, o in ipairs(ops) do
-  local k = o.kind
-  if k == "get" then text_or_none(redis.call("GET", o.key))
-  elseif k == "set" then
-    if o.ttl == "" then redis.call("SET", o.key, o.value) else redis.call("SET", o.key, o.value, "PX", o.ttl) end
-    push("N")
-  elseif k == "del" then push("I", redis.call("DEL", o.key))
-  elseif k == "pexpire" then push("I", redis.call("PEXPIRE", o.key, o.ttl))
-  elseif k == "hget" then text_or_none(redis.call("HGET", o.key, o.field))
-  elseif k == "hmget" then
-    push("L", #o.items)
-    if #o.items > 0 then
-      local values = redis.call("HMGET", o.key, unpack(o.items))
-      for j = 1, #o.items do text_or_none(values[j]) end
-    end
-  elseif k == "hgetall" then
-    local pairs_ = redis.call("HGETALL", o.key)
-    push("P", #pairs_ / 2)
-    for j = 1, #pairs_ do push(pairs_[j]) end
-  elseif k == "hset" then
-    if #o.items > 0 then push("I", redis.call("HSET", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "hdel" then
-    if #o.items > 0 then push("I", redis.call("HDEL", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "sadd" then
-    if #o.items > 0 then push("I", redis.call("SADD", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "srem" then
-    if #o.items > 0 then push("I", redis.call("SREM", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "smembers" then
-    local members = redis.call("SMEMBERS", o.key)
-    push("M", #members)
-    for j = 1, #members do push(members[j]) end
-  elseif k == "scard" then push("I", redis.call("SCARD", o.key))
-  elseif k == "zadd" then
-    if #o.items > 0 then push("I", redis.call("ZADD", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "zrem" then
-    if #o.items > 0 then push("I", redis.call("ZREM", o.key, unpack(o.items))) else push("I", 0) end
-  elseif k == "zrange" then
-    local members = redis.call("ZRANGEBYSCORE", o.key, o.min, o.max, "LIMIT", 0, o.limit)
-    push("M", #members)
-    for j = 1, #members do push(members[j]) end
-  elseif k == "zscore" then
-    local s = redis.call("ZSCORE", o.key, o.member)
-    if s then push("I", tonumber(s)) else push("N") end
-  elseif k == "zincrby" then push("I", tonumber(redis.call("ZINCRBY", o.key, o.delta, o.member)))
-  elseif k == "zremrange" then push("I", redis.call("ZREMRANGEBYSCORE", o.key, o.min, o.max))
-  elseif k == "zcard" then push("I", redis.call("ZCARD", o.key))
-  elseif k == "hstrlen" then push("I", redis.call("HSTRLEN", o.key, o.field))
-  elseif k == "zappend" then
-    local n = tonumber(redis.call("ZINCRBY", o.key, 1, o.counter))
-    for j = 1, #o.items do redis.call("ZADD", o.key, n, o.items[j]) end
-    local keep = o.keep
-    if keep < 1 then keep = 1 end
-    redis.call("ZREMRANGEBYSCORE", o.key, "-inf", n - keep)
-    push("I", n)
-  elseif k == "zrangews" then
-    local flat = redis.call("ZRANGEBYSCORE", o.key, o.min, o.max, "WITHSCORES", "LIMIT", 0, o.limit)
-    push("P", #flat / 2)
-    for j = 1, #flat do push(flat[j]) end
+  if v then
+    out[n + 1] = "T"; out[n + 2] = v; n = n + 2
+  else
+    n = n + 1; out[n] = "N"
   end
+end
+local function int(v)
+  out[n + 1] = "I"; out[n + 2] = v; n = n + 2
+end
+local function list(tag, count, items)
+  out[n + 1] = tag; out[n + 2] = count; n = n + 2
+  for j = 1, #items do out[n + j] = items[j] end
+  n = n + #items
+end
+p = ops_at
+for _ = 1, op_count do
+  local k = argv[p]
+  local key = KEYS[tonumber(argv[p + 1])]
+  local width = op_shape(k, p)
+  if k == "pexpire" then int(call("PEXPIRE", key, argv[p + 2]))
+  elseif k == "hset" then
+    if width > 1 then int(call("HSET", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "zadd" then
+    if width > 1 then int(call("ZADD", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "hmget" then
+    local count = width - 1
+    out[n + 1] = "L"; out[n + 2] = count; n = n + 2
+    if count > 0 then
+      local values = call("HMGET", key, unpack(argv, p + 3, p + 1 + width))
+      for j = 1, count do text_or_none(values[j]) end
+    end
+  elseif k == "hdel" then
+    if width > 1 then int(call("HDEL", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "hget" then text_or_none(call("HGET", key, argv[p + 2]))
+  elseif k == "hstrlen" then int(call("HSTRLEN", key, argv[p + 2]))
+  elseif k == "hgetall" then
+    local flat = call("HGETALL", key)
+    list("P", #flat / 2, flat)
+  elseif k == "get" then text_or_none(call("GET", key))
+  elseif k == "set" then
+    if argv[p + 3] == "" then call("SET", key, argv[p + 2]) else call("SET", key, argv[p + 2], "PX", argv[p + 3]) end
+    n = n + 1; out[n] = "N"
+  elseif k == "del" then int(call("DEL", key))
+  elseif k == "sadd" then
+    if width > 1 then int(call("SADD", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "srem" then
+    if width > 1 then int(call("SREM", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "smembers" then
+    local members = call("SMEMBERS", key)
+    list("M", #members, members)
+  elseif k == "scard" then int(call("SCARD", key))
+  elseif k == "zrem" then
+    if width > 1 then int(call("ZREM", key, unpack(argv, p + 3, p + 1 + width))) else int(0) end
+  elseif k == "zrange" then
+    local members = call("ZRANGEBYSCORE", key, argv[p + 2], argv[p + 3], "LIMIT", 0, argv[p + 4])
+    list("M", #members, members)
+  elseif k == "zrangews" then
+    local flat = call("ZRANGEBYSCORE", key, argv[p + 2], argv[p + 3], "WITHSCORES", "LIMIT", 0, argv[p + 4])
+    list("P", #flat / 2, flat)
+  elseif k == "zscore" then
+    local s = call("ZSCORE", key, argv[p + 2])
+    if s then int(tonumber(s)) else n = n + 1; out[n] = "N" end
+  elseif k == "zincrby" then int(tonumber(call("ZINCRBY", key, argv[p + 3], argv[p + 2])))
+  elseif k == "zremrange" then int(call("ZREMRANGEBYSCORE", key, argv[p + 2], argv[p + 3]))
+  elseif k == "zcard" then int(call("ZCARD", key))
+  elseif k == "zappend" then
+    local counter = argv[p + 2]
+    local keep = tonumber(argv[p + 3])
+    local next_seq = tonumber(call("ZINCRBY", key, 1, counter))
+    for j = p + 5, p + 1 + width do call("ZADD", key, next_seq, argv[j]) end
+    if keep < 1 then keep = 1 end
+    call("ZREMRANGEBYSCORE", key, "-inf", next_seq - keep)
+    int(next_seq)
+  end
+  p = p + 2 + width
 end
 return out
