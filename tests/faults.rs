@@ -262,6 +262,97 @@ async fn a_stalled_reader_is_closed_with_1008_within_bounds() {
     assert_eq!(close.code, CloseCode::Policy, "{close:?}");
 }
 
+/// A Socket.IO reader that stops reading is closed the same way: its events go straight on
+/// the engine's bounded queue (no queue of ours in between), a full one closes it as a slow
+/// reader after a bounded backlog, and a normal client's heartbeats stay fast meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_socketio_reader_is_closed_within_bounds() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let host = TestHost::start().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(host.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.addr);
+    let (mut stalled, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let text = async |stalled: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| loop {
+        match stalled.next().await.unwrap().unwrap() {
+            Message::Text(text) => return text.to_string(),
+            _ => continue,
+        }
+    };
+    assert!(
+        text(&mut stalled).await.starts_with('0'),
+        "an Engine.IO open packet"
+    );
+    stalled.send(Message::text("40")).await.unwrap();
+    assert!(text(&mut stalled).await.starts_with("40"), "connected");
+    let join = json!(["presence:join", {"roomId": "flood", "userId": "slow"}]);
+    stalled
+        .send(Message::text(format!("421{join}")))
+        .await
+        .unwrap();
+    // Read up to the join's ack, then stop reading.
+    while !text(&mut stalled).await.starts_with("431") {}
+
+    let mut normal = host.connect().await;
+    let (normal_conn, ..) = normal.join("flood", "normal", json!({})).await;
+    let mut sender = host.connect().await;
+    let (sender_conn, ..) = sender.join("flood", "sender", json!({})).await;
+    let blob = "x".repeat(1024);
+    let mut sent = 0;
+    let mut slowest_beat = Duration::ZERO;
+    let slow_readers = || {
+        host.hub
+            .bus
+            .stats
+            .slow_readers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while slow_readers() == 0 {
+        assert!(
+            sent < 4_000,
+            "the stalled reader was not closed after {sent} events"
+        );
+        sender
+            .ok(
+                "presence:heartbeat",
+                json!({"connId": sender_conn, "patchState": {"n": sent, "blob": blob}}),
+            )
+            .await;
+        sent += 1;
+        if sent % 50 == 0 {
+            let started = Instant::now();
+            normal
+                .ok("presence:heartbeat", json!({"connId": normal_conn}))
+                .await;
+            slowest_beat = slowest_beat.max(started.elapsed());
+            normal.drain_events();
+        }
+        sender.drain_events();
+    }
+    // The engine's queue (1,024 packets) plus the kernel buffers, at ~1.1 KiB each.
+    assert!(sent < 1_600, "closed only after {sent} events");
+    assert!(
+        slowest_beat < Duration::from_millis(250),
+        "a normal client's heartbeat took {slowest_beat:?}"
+    );
+    // Reading again, it finds what was in flight, then the end of the connection.
+    let mut events = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = stalled.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+            events += 1;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after {events} events");
+    assert!(events <= sent + 4, "{events} frames for {sent} events");
+}
+
 /// Connections that never finish a request are closed: one that sends nothing, one that
 /// sends half a request line, one whose body stops short of its Content-Length; a normal
 /// client is served meanwhile.
