@@ -168,6 +168,49 @@ async fn every_request_fails_fast_while_the_store_is_down() {
     redis.resume();
 }
 
+/// Floods room "flood" with 1 KiB state patches from one member until the node closes a
+/// slow reader, timing another member's heartbeat every 50 updates; returns how many
+/// updates it took and the slowest of those heartbeats.
+async fn flood_until_a_slow_reader(host: &TestHost) -> (usize, Duration) {
+    let mut normal = host.connect().await;
+    let (normal_conn, ..) = normal.join("flood", "normal", json!({})).await;
+    let mut sender = host.connect().await;
+    let (sender_conn, ..) = sender.join("flood", "sender", json!({})).await;
+    let blob = "x".repeat(1024);
+    let mut sent = 0;
+    let mut slowest_beat = Duration::ZERO;
+    let slow_readers = || {
+        host.hub
+            .bus
+            .stats
+            .slow_readers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    while slow_readers() == 0 {
+        assert!(
+            sent < 4_000,
+            "the stalled reader was not closed after {sent} events"
+        );
+        sender
+            .ok(
+                "presence:heartbeat",
+                json!({"connId": sender_conn, "patchState": {"n": sent, "blob": blob}}),
+            )
+            .await;
+        sent += 1;
+        if sent % 50 == 0 {
+            let started = Instant::now();
+            normal
+                .ok("presence:heartbeat", json!({"connId": normal_conn}))
+                .await;
+            slowest_beat = slowest_beat.max(started.elapsed());
+            normal.drain_events();
+        }
+        sender.drain_events();
+    }
+    (sent, slowest_beat)
+}
+
 /// A `/ws` reader that stops reading is closed as a slow reader within a bounded number of
 /// events (its queue plus a bounded kernel buffer, not megabytes), gets the documented 1008
 /// once it reads again, and a normal client's heartbeats stay fast meanwhile.
@@ -202,42 +245,7 @@ async fn a_stalled_reader_is_closed_with_1008_within_bounds() {
         stalled.next().await.unwrap().unwrap();
     }
 
-    let mut normal = host.connect().await;
-    let (normal_conn, ..) = normal.join("flood", "normal", json!({})).await;
-    let mut sender = host.connect().await;
-    let (sender_conn, ..) = sender.join("flood", "sender", json!({})).await;
-    let blob = "x".repeat(1024);
-    let mut sent = 0;
-    let mut slowest_beat = Duration::ZERO;
-    while host
-        .hub
-        .bus
-        .stats
-        .slow_readers
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 0
-    {
-        assert!(
-            sent < 4_000,
-            "the stalled reader was not closed after {sent} events"
-        );
-        sender
-            .ok(
-                "presence:heartbeat",
-                json!({"connId": sender_conn, "patchState": {"n": sent, "blob": blob}}),
-            )
-            .await;
-        sent += 1;
-        if sent % 50 == 0 {
-            let started = Instant::now();
-            normal
-                .ok("presence:heartbeat", json!({"connId": normal_conn}))
-                .await;
-            slowest_beat = slowest_beat.max(started.elapsed());
-            normal.drain_events();
-        }
-        sender.drain_events();
-    }
+    let (sent, slowest_beat) = flood_until_a_slow_reader(&host).await;
     // Its queue (1,024) plus ~130 KiB of kernel buffers on each side, at ~1.1 KiB each.
     assert!(sent < 1_600, "closed only after {sent} events");
     assert!(
@@ -276,8 +284,12 @@ async fn a_stalled_socketio_reader_is_closed_within_bounds() {
     let stream = socket.connect(host.addr).await.unwrap();
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", host.addr);
     let (mut stalled, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    // The next packet, answering Engine.IO's pings (the first comes right after the open).
     let text = async |stalled: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>| loop {
         match stalled.next().await.unwrap().unwrap() {
+            Message::Text(text) if text.as_str() == "2" => {
+                stalled.send(Message::text("3")).await.unwrap();
+            }
             Message::Text(text) => return text.to_string(),
             _ => continue,
         }
@@ -287,7 +299,8 @@ async fn a_stalled_socketio_reader_is_closed_within_bounds() {
         "an Engine.IO open packet"
     );
     stalled.send(Message::text("40")).await.unwrap();
-    assert!(text(&mut stalled).await.starts_with("40"), "connected");
+    let connected = text(&mut stalled).await;
+    assert!(connected.starts_with("40"), "connected: {connected}");
     let join = json!(["presence:join", {"roomId": "flood", "userId": "slow"}]);
     stalled
         .send(Message::text(format!("421{join}")))
@@ -296,42 +309,7 @@ async fn a_stalled_socketio_reader_is_closed_within_bounds() {
     // Read up to the join's ack, then stop reading.
     while !text(&mut stalled).await.starts_with("431") {}
 
-    let mut normal = host.connect().await;
-    let (normal_conn, ..) = normal.join("flood", "normal", json!({})).await;
-    let mut sender = host.connect().await;
-    let (sender_conn, ..) = sender.join("flood", "sender", json!({})).await;
-    let blob = "x".repeat(1024);
-    let mut sent = 0;
-    let mut slowest_beat = Duration::ZERO;
-    let slow_readers = || {
-        host.hub
-            .bus
-            .stats
-            .slow_readers
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    while slow_readers() == 0 {
-        assert!(
-            sent < 4_000,
-            "the stalled reader was not closed after {sent} events"
-        );
-        sender
-            .ok(
-                "presence:heartbeat",
-                json!({"connId": sender_conn, "patchState": {"n": sent, "blob": blob}}),
-            )
-            .await;
-        sent += 1;
-        if sent % 50 == 0 {
-            let started = Instant::now();
-            normal
-                .ok("presence:heartbeat", json!({"connId": normal_conn}))
-                .await;
-            slowest_beat = slowest_beat.max(started.elapsed());
-            normal.drain_events();
-        }
-        sender.drain_events();
-    }
+    let (sent, slowest_beat) = flood_until_a_slow_reader(&host).await;
     // The engine's queue (1,024 packets) plus the kernel buffers, at ~1.1 KiB each.
     assert!(sent < 1_600, "closed only after {sent} events");
     assert!(
