@@ -226,7 +226,7 @@ pub struct Peer {
     pub id: u64,
     /// Where its events go.
     outlet: Outlet,
-    /// Cancelled when the server closes the socket; both socket tasks watch it. A child of
+    /// Cancelled when the server closes the socket; the socket's tasks watch it. A child of
     /// the node's shutdown token.
     cancel: CancellationToken,
     /// The node's shutdown token: when it fired, the reason is [`CloseReason::Shutdown`].
