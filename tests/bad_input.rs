@@ -412,15 +412,8 @@ async fn slow_readers_are_closed() {
     let (conn, ..) = writer.join("busy", "writer", json!({})).await;
     // Each update pushes ~60 KB to every member; the slow client reads none of them, so
     // its TCP buffers fill, then its queue of 8, and the server closes it.
-    let slow_readers = || {
-        host.hub
-            .bus
-            .stats
-            .slow_readers
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
     let mut updates = 0u64;
-    while slow_readers() == 0 {
+    while host.slow_readers() == 0 {
         updates += 1;
         assert!(updates < 5_000, "the slow reader was never closed");
         let patch =
@@ -433,7 +426,7 @@ async fn slow_readers_are_closed() {
         .await;
     // It ends (after the data already in flight) instead of growing a backlog.
     slow.ended().await;
-    assert_eq!(slow_readers(), 1);
+    assert_eq!(host.slow_readers(), 1);
 }
 
 /// A socket that sends nothing, not even pongs, is closed after two ping intervals.

@@ -179,14 +179,7 @@ async fn flood_until_a_slow_reader(host: &TestHost) -> (usize, Duration) {
     let blob = "x".repeat(1024);
     let mut sent = 0;
     let mut slowest_beat = Duration::ZERO;
-    let slow_readers = || {
-        host.hub
-            .bus
-            .stats
-            .slow_readers
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    while slow_readers() == 0 {
+    while host.slow_readers() == 0 {
         assert!(
             sent < 4_000,
             "the stalled reader was not closed after {sent} events"

@@ -8,7 +8,7 @@
 //! | `roster_component_call_duration_seconds` | `component` | one component call, waiting for an instance included |
 //! | `roster_store_round_trip_seconds` | | one store execution (a Redis round trip; the embedded store in memory) |
 //! | `roster_store_batch_size` | | batches in one store execution |
-//! | `roster_fanout_delay_seconds` | `transport` | an event's creation on this node to its write to a socket |
+//! | `roster_fanout_delay_seconds` | `transport` | an event's creation on this node to its write to a `/ws` socket, or to its place on the Socket.IO engine's queue |
 //!
 //! The histograms are process-wide (one node per process). A label set's handle is made
 //! at its first observation and kept, so an observation is a short scan of a fixed table
@@ -272,7 +272,7 @@ pub fn encode(samples: Vec<Sample>) -> Result<String, std::fmt::Error> {
     );
     registry.register(
         "roster_fanout_delay_seconds",
-        "Events from their creation on this node to their write to a socket, by transport",
+        "Events from their creation on this node to their write to a /ws socket or to the Socket.IO engine's queue, by transport",
         metrics.fanout.clone(),
     );
     let mut out = String::new();

@@ -131,6 +131,15 @@ impl TestHost {
         })
     }
 
+    /// Sockets this node has closed as slow readers.
+    pub fn slow_readers(&self) -> u64 {
+        self.hub
+            .bus
+            .stats
+            .slow_readers
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Moves the host's clock forward.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
